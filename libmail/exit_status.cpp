@@ -42,7 +42,7 @@ const ExitStatusInfo& exit_status_info(int code) {
 int worse_exit_code(int a, int b) {
   auto rank = [](int code) {
     if (code == EX_OK) return 0;
-    return exit_status_info(code).temporary ? 1 : 2;
+    return exit_status_info(code).temporary ? 2 : 1;
   };
   return rank(b) > rank(a) ? b : a;
 }

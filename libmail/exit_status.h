@@ -19,8 +19,10 @@ struct ExitStatusInfo {
 // safer than bouncing mail for a fault of ours.
 const ExitStatusInfo& exit_status_info(int code);
 
-// Orders failures so that a multi-recipient run can report the worst one: permanent beats
-// temporary beats success.
+// Orders failures so that a multi-recipient run can report the worst one: temporary beats
+// permanent beats success. A caller that gets a permanent code bounces the message for every
+// recipient it named, so one recipient's temporary failure must win or their mail is lost;
+// mail.local does the same.
 int worse_exit_code(int a, int b);
 
 }  // namespace mailwright

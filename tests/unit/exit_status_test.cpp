@@ -14,10 +14,11 @@ TEST_CASE("maps sysexits codes to temporary or permanent", "[exit_status]") {
   CHECK(exit_status_info(12345).temporary);
 }
 
-TEST_CASE("orders failures permanent over temporary over success", "[exit_status]") {
+TEST_CASE("orders failures temporary over permanent over success", "[exit_status]") {
   CHECK(worse_exit_code(EX_OK, EX_TEMPFAIL) == EX_TEMPFAIL);
-  CHECK(worse_exit_code(EX_TEMPFAIL, EX_NOUSER) == EX_NOUSER);
-  CHECK(worse_exit_code(EX_NOUSER, EX_TEMPFAIL) == EX_NOUSER);
+  CHECK(worse_exit_code(EX_OK, EX_NOUSER) == EX_NOUSER);
+  CHECK(worse_exit_code(EX_TEMPFAIL, EX_NOUSER) == EX_TEMPFAIL);
+  CHECK(worse_exit_code(EX_NOUSER, EX_TEMPFAIL) == EX_TEMPFAIL);
   CHECK(worse_exit_code(EX_OK, EX_OK) == EX_OK);
 }
 

@@ -1,0 +1,44 @@
+// Staging: the message is read once, with line ends normalised to LF and a final newline
+// added, into an unlinked temporary file. Every recipient's delivery then copies from that
+// file, so a large message is never held in memory and stdin is read only once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "libmail/result.h"
+#include "libmail/rfc5322.h"
+#include "libmail/unique_fd.h"
+
+namespace mailwright::mda {
+
+struct StagedMessage {
+  int fd = -1;              // owned by the stager; valid until the next begin()
+  std::uint64_t size = 0;   // octets, LF line ends
+  std::uint64_t lines = 0;  // LF count: size + lines is the size with CRLF line ends
+};
+
+class MessageStager {
+ public:
+  // An O_TMPFILE file in temp_dir (a named file unlinked at once where O_TMPFILE is missing).
+  static Result<MessageStager> create(const std::string& temp_dir);
+
+  void begin();                          // forget the previous message
+  Status add(std::string_view raw);      // CRLF or LF text, any chunking
+  Result<StagedMessage> finish();        // flush; the data is then readable with pread at 0
+  // Reads fd to end of file into a fresh message.
+  Result<StagedMessage> stage_from(int fd);
+
+ private:
+  explicit MessageStager(UniqueFd fd) : fd_(std::move(fd)) {}
+  Status flush();
+  UniqueFd fd_;
+  LfNormalizer normalizer_;
+  std::string buffer_;
+  std::uint64_t written_ = 0;
+  std::uint64_t lines_ = 0;
+  Status failed_;
+};
+
+}  // namespace mailwright::mda
