@@ -78,8 +78,9 @@ std::string code_for(const Error& error) {
 
 }  // namespace
 
-LmtpSession::LmtpSession(MailboxWriter& writer, MessageStager& stager, std::string host)
-    : writer_(writer), stager_(stager), host_(std::move(host)) {}
+LmtpSession::LmtpSession(MailboxWriter& writer, MessageStager& stager, std::string host,
+                         bool lenient_line_ends)
+    : writer_(writer), stager_(stager), host_(std::move(host)), lenient_(lenient_line_ends) {}
 
 std::string LmtpSession::greeting() const { return "220 " + host_ + " LMTP mda ready\r\n"; }
 
@@ -99,6 +100,7 @@ void LmtpSession::begin_message() {
   stager_.begin();
   message_error_ = Status();
   in_line_ = false;
+  prev_crlf_ = true;  // the DATA command line itself ended in CRLF
 }
 
 std::string LmtpSession::process(std::string_view input, bool at_eof) {
@@ -135,6 +137,7 @@ std::string LmtpSession::process(std::string_view input, bool at_eof) {
     if (line.ending == LineEnding::kIncomplete) break;
     if (line.ending == LineEnding::kEof && line.consumed == 0) break;
     input_pos_ += line.consumed;
+    if (lenient_ && line.ending == LineEnding::kLf) line.ending = LineEnding::kCrlf;
     if (state_ == State::kData) {
       handle_data_line(line.text, line.ending == LineEnding::kCrlf,
                        line.ending == LineEnding::kTooLong);
@@ -207,7 +210,8 @@ void LmtpSession::handle_command(std::string_view line) {
     std::size_t used = 0;
     if (auto bare = bare_user(arg)) {
       // mail.local accepts a plain user name; a local agent has no use for the domain.
-      user = address = std::string(*bare);
+      user = std::string(*bare);
+      address = "<" + user + ">";
       used = bare->size() + 2;
     } else {
       auto path = parse_forward_path(arg, opts);
@@ -267,7 +271,11 @@ void LmtpSession::handle_command(std::string_view line) {
 }
 
 void LmtpSession::handle_data_line(std::string_view text, bool crlf, bool continues) {
-  if (!in_line_ && crlf && text == ".") {
+  // Only CRLF "." CRLF ends the data: "\n.\r\n" (a bare LF before the dot) is one of the
+  // smuggling variants, so the line before the dot must have ended in CRLF too.
+  const bool after_crlf = prev_crlf_;
+  prev_crlf_ = crlf;
+  if (!in_line_ && after_crlf && crlf && text == ".") {
     deliver_message();
     reset_transaction();
     return;
@@ -286,7 +294,7 @@ void LmtpSession::deliver_message() {
   for (const Recipient& rcpt : recipients_) {
     if (!staged) {
       const Error& e = staged.error();
-      reply(code_for(e) + " " + e.status() + " <" + rcpt.address + "> " + e.text());
+      reply(code_for(e) + " " + e.status() + " " + rcpt.address + " " + e.text());
       continue;
     }
     Status st = writer_.deliver(rcpt.account, *staged, sender_, true);
@@ -324,7 +332,7 @@ std::string LmtpSession::flush_replies() {
 int run_lmtp(MailboxWriter& writer, MessageStager& stager, int in_fd, int out_fd) {
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "localhost");
-  LmtpSession session(writer, stager, host);
+  LmtpSession session(writer, stager, host, ::isatty(in_fd) == 1);
   if (!write_all(out_fd, session.greeting())) return EX_IOERR;
   std::string buf(64 * 1024, '\0');
   while (!session.finished()) {

@@ -25,7 +25,10 @@ namespace mailwright::mda {
 
 class LmtpSession {
  public:
-  LmtpSession(MailboxWriter& writer, MessageStager& stager, std::string host);
+  // lenient_line_ends: take a bare LF as CRLF, for a person typing at a terminal. Never for
+  // a peer program: it would reopen the smuggling hole that strict line ends close.
+  LmtpSession(MailboxWriter& writer, MessageStager& stager, std::string host,
+              bool lenient_line_ends = false);
 
   std::string greeting() const;
   // Takes input, processes every complete command and message in it, and returns the replies
@@ -56,6 +59,7 @@ class LmtpSession {
   MailboxWriter& writer_;
   MessageStager& stager_;
   std::string host_;
+  bool lenient_;
   std::string input_;
   std::size_t input_pos_ = 0;
   State state_ = State::kCommand;
@@ -64,6 +68,7 @@ class LmtpSession {
   std::string sender_;
   std::vector<Recipient> recipients_;
   bool in_line_ = false;          // DATA: the current line began in an earlier chunk
+  bool prev_crlf_ = true;         // DATA: the previous line ended in CRLF
   std::uint64_t bdat_left_ = 0;   // BDAT: octets of this chunk still to read
   bool bdat_last_ = false;
   bool bdat_discard_ = false;    // BDAT outside a transaction: read and drop
