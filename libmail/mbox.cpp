@@ -126,7 +126,7 @@ void MboxScanner::feed(std::string_view chunk) {
       }
     }
     if (nl) {
-      line_start(offset_ + seg_end + 1, {});
+      end_of_line(offset_ + seg_end + 1);
       at_line_start_ = true;
       pos = seg_end + 1;
     } else {
@@ -137,7 +137,7 @@ void MboxScanner::feed(std::string_view chunk) {
 }
 
 // Called at the end of each line with the offset just past it.
-void MboxScanner::line_start(std::uint64_t next_offset, std::string_view) {
+void MboxScanner::end_of_line(std::uint64_t next_offset) {
   if (prev_line_empty_ && head_ == kFrom) {
     // The empty line before this From_ line separates messages; it belongs to neither.
     if (!messages_.empty()) messages_.back().end = line_offset_ - 1;
@@ -150,7 +150,7 @@ void MboxScanner::line_start(std::uint64_t next_offset, std::string_view) {
 
 std::vector<MboxMessage> MboxScanner::finish() {
   bool last_line_terminated = at_line_start_;
-  if (!at_line_start_) line_start(offset_, {});
+  if (!at_line_start_) end_of_line(offset_);
   if (!messages_.empty()) {
     MboxMessage& last = messages_.back();
     // The writer's final empty line is the separator, not part of the message.

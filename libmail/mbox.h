@@ -69,12 +69,11 @@ class MboxScanner {
   bool garbage_before_first() const { return garbage_; }
 
  private:
-  void line_start(std::uint64_t offset, std::string_view rest_of_chunk);
+  void end_of_line(std::uint64_t next_offset);
   std::vector<MboxMessage> messages_;
   std::uint64_t offset_ = 0;
   bool at_line_start_ = true;
   bool prev_line_empty_ = true;  // the start of the file counts as following an empty line
-  bool in_from_line_ = false;
   bool garbage_ = false;
   std::string head_;             // first octets of the current line, up to 5
   std::uint64_t line_offset_ = 0;
