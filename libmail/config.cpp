@@ -569,10 +569,15 @@ Result<Config> Config::load(const std::string& path, std::span<const ConfigKey> 
     return Error::from_exit_code(EX_CONFIG, path + ": file is larger than the limit of " +
                                                 std::to_string(limits::kConfigFile) + " bytes");
   }
-  // Read one byte past the limit: the file may have grown since fstat, and parse() refuses it.
-  std::string text(limits::kConfigFile + 1, '\0');
+  // Sized from fstat, growing if the file grew since: a small file costs a small buffer. Read
+  // at most one byte past the limit, so a file that grew past it is refused by parse().
+  std::string text(static_cast<std::size_t>(st.st_size) + 1, '\0');
   std::size_t have = 0;
-  while (have < text.size()) {
+  for (;;) {
+    if (have == text.size()) {
+      if (text.size() > limits::kConfigFile) break;
+      text.resize(std::min<std::size_t>(text.size() * 2, limits::kConfigFile + 1));
+    }
     const ssize_t n = ::read(fd.get(), text.data() + have, text.size() - have);
     if (n < 0 && errno == EINTR)
       continue;

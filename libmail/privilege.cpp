@@ -34,6 +34,7 @@ Status drop_privileges(uid_t uid, gid_t gid, const std::vector<gid_t>& groups) {
 Result<SwitchedIdentity> SwitchedIdentity::become(uid_t uid, gid_t gid,
                                                   const std::vector<gid_t>& groups) {
   if (::getuid() != 0) return SwitchedIdentity(false);
+  if (uid == 0 && gid == ::getegid() && ::geteuid() == 0) return SwitchedIdentity(false);
   if (::setgroups(groups.size(), groups.data()) != 0) {
     return Error::from_errno(EX_OSERR, "setgroups", errno);
   }

@@ -1,5 +1,6 @@
 #include "mda/lmtp.h"
 
+#include <poll.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -19,6 +20,8 @@ namespace mailwright::mda {
 namespace {
 
 constexpr std::size_t kMaxRecipients = 1000;
+// Input gathered into one batch of deliveries before they are committed together.
+constexpr std::size_t kMaxBatchInput = 4 * 1024 * 1024;
 
 bool starts_with_word(std::string_view line, std::string_view word) {
   if (line.size() < word.size()) return false;
@@ -103,7 +106,7 @@ void LmtpSession::begin_message() {
   prev_crlf_ = true;  // the DATA command line itself ended in CRLF
 }
 
-std::string LmtpSession::process(std::string_view input, bool at_eof) {
+void LmtpSession::process(std::string_view input, bool at_eof) {
   // Compact consumed input so a long session stays linear.
   if (input_pos_ > 0 && input_pos_ >= input_.size() / 2) {
     input_.erase(0, input_pos_);
@@ -162,8 +165,9 @@ std::string LmtpSession::process(std::string_view input, bool at_eof) {
     handle_command(line.text);
   }
   if (at_eof) finished_ = true;
-  return flush_replies();
 }
+
+std::string LmtpSession::take_replies() { return flush_replies(); }
 
 void LmtpSession::handle_command(std::string_view line) {
   if (starts_with_word(line, "LHLO")) {
@@ -335,15 +339,31 @@ int run_lmtp(MailboxWriter& writer, MessageStager& stager, int in_fd, int out_fd
   LmtpSession session(writer, stager, host, ::isatty(in_fd) == 1);
   if (!write_all(out_fd, session.greeting())) return EX_IOERR;
   std::string buf(64 * 1024, '\0');
+  auto read_some = [&]() -> ssize_t {
+    for (;;) {
+      ssize_t n = ::read(in_fd, buf.data(), buf.size());
+      if (n >= 0 || errno != EINTR) return n;
+    }
+  };
   while (!session.finished()) {
-    ssize_t n = ::read(in_fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
+    ssize_t n = read_some();
     if (n < 0) {
       log_error("lmtp", "read: %s", std::strerror(errno));
       return EX_IOERR;
     }
-    std::string out = session.process(std::string_view(buf.data(), static_cast<std::size_t>(n)),
-                                      n == 0);
+    session.process(std::string_view(buf.data(), static_cast<std::size_t>(n)), n == 0);
+    // Whatever the client has already sent joins this batch, so one commit covers it all;
+    // nothing is waited for, so a client that waits for our replies is answered at once.
+    std::size_t batch = static_cast<std::size_t>(n);
+    while (n > 0 && !session.finished() && batch < kMaxBatchInput) {
+      pollfd pfd{in_fd, POLLIN, 0};
+      if (::poll(&pfd, 1, 0) <= 0) break;
+      n = read_some();
+      if (n < 0) break;
+      session.process(std::string_view(buf.data(), static_cast<std::size_t>(n)), n == 0);
+      batch += static_cast<std::size_t>(n);
+    }
+    std::string out = session.take_replies();
     if (!out.empty() && !write_all(out_fd, out)) return EX_IOERR;
   }
   return EX_OK;

@@ -31,9 +31,12 @@ class LmtpSession {
               bool lenient_line_ends = false);
 
   std::string greeting() const;
-  // Takes input, processes every complete command and message in it, and returns the replies
-  // to send now. at_eof: the client closed its side; the session then ends.
-  std::string process(std::string_view input, bool at_eof);
+  // Takes input and processes every complete command and message in it. at_eof: the client
+  // closed its side; the session then ends.
+  void process(std::string_view input, bool at_eof);
+  // Makes the deliveries so far durable (one commit for all of them) and returns the replies
+  // to send now. Call it once the input at hand is processed.
+  std::string take_replies();
   bool finished() const { return finished_; }
 
  private:

@@ -1,6 +1,7 @@
 #include "mda/staging.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -37,9 +38,30 @@ Result<UniqueFd> open_temp_file(const std::string& dir) {
 }  // namespace
 
 Result<MessageStager> MessageStager::create(const std::string& temp_dir) {
+  int memfd = ::memfd_create("mda-message", MFD_CLOEXEC);
+  if (memfd >= 0) return MessageStager(temp_dir, UniqueFd(memfd), true);
   auto fd = open_temp_file(temp_dir);
   if (!fd) return fd.error();
-  return MessageStager(std::move(*fd));
+  return MessageStager(temp_dir, std::move(*fd), false);
+}
+
+Status MessageStager::move_to_disk() {
+  auto file = open_temp_file(temp_dir_);
+  if (!file) return file.error();
+  std::string chunk(64 * 1024, '\0');
+  for (std::uint64_t done = 0; done < written_;) {
+    auto got = pread_full(fd_.get(), chunk.data(),
+                          static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), written_ - done)),
+                          static_cast<off_t>(done));
+    if (!got || *got == 0) return Error::temporary(EX_TEMPFAIL, "4.3.0", "staging the message");
+    if (auto w = write_all(file->get(), std::string_view(chunk.data(), *got)); !w) {
+      return Error::from_exit_code(EX_TEMPFAIL, "staging the message: " + w.error().text());
+    }
+    done += *got;
+  }
+  fd_ = std::move(*file);
+  in_memory_ = false;
+  return {};
 }
 
 void MessageStager::begin() {
@@ -52,6 +74,9 @@ void MessageStager::begin() {
 
 Status MessageStager::flush() {
   if (buffer_.empty()) return {};
+  if (in_memory_ && written_ + buffer_.size() > kMemoryLimit) {
+    if (auto moved = move_to_disk(); !moved) return moved;
+  }
   lines_ += static_cast<std::uint64_t>(std::count(buffer_.begin(), buffer_.end(), '\n'));
   ssize_t n = 0;
   std::size_t done = 0;

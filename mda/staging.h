@@ -1,6 +1,7 @@
 // Staging: the message is read once, with line ends normalised to LF and a final newline
-// added, into an unlinked temporary file. Every recipient's delivery then copies from that
-// file, so a large message is never held in memory and stdin is read only once.
+// added, into an anonymous memory file; past kMemoryLimit it moves to an unlinked temporary
+// file in temp_dir. Every recipient's delivery then copies from there, so stdin is read only
+// once, a large message is never held in memory, and a small one costs no disk inode.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +22,8 @@ struct StagedMessage {
 
 class MessageStager {
  public:
+  static constexpr std::uint64_t kMemoryLimit = 1024 * 1024;
+
   // An O_TMPFILE file in temp_dir (a named file unlinked at once where O_TMPFILE is missing).
   static Result<MessageStager> create(const std::string& temp_dir);
 
@@ -31,9 +34,13 @@ class MessageStager {
   Result<StagedMessage> stage_from(int fd);
 
  private:
-  explicit MessageStager(UniqueFd fd) : fd_(std::move(fd)) {}
+  MessageStager(std::string temp_dir, UniqueFd fd, bool in_memory)
+      : temp_dir_(std::move(temp_dir)), fd_(std::move(fd)), in_memory_(in_memory) {}
   Status flush();
+  Status move_to_disk();
+  std::string temp_dir_;
   UniqueFd fd_;
+  bool in_memory_;
   LfNormalizer normalizer_;
   std::string buffer_;
   std::uint64_t written_ = 0;
