@@ -144,6 +144,20 @@ class MboxFormat(MdaTestCase):
         self.assertEqual(r.returncode, os.EX_USAGE)
         self.assertFalse(os.path.exists(os.path.join(self.box.mail, "demo")))
 
+    def test_large_message_moves_from_memory_to_disk_intact(self):
+        # Past 1 MiB the staged copy moves from memory to temp_dir; nothing may change.
+        raw = b"Subject: large\r\n\r\n" + b"".join(b"From line %07d of a large body\r\n" % i
+                                                    for i in range(100_000))
+        r = self.deliver(raw, "demo", "bob")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for user in ("demo", "bob"):
+            box = mailbox.mbox(os.path.join(self.box.mail, user), create=False)
+            (key,) = box.keys()
+            want = b"Return-Path: <%s>\n" % SENDER.encode() + normalized(raw)
+            self.assertEqual(mboxrd_unquote(box.get_bytes(key)), want)
+            box.close()
+        self.assertEqual(os.listdir(self.box.tmp), [], "staging files left behind")
+
     def test_new_mailbox_is_private(self):
         self.assertEqual(self.deliver(b"x\n").returncode, 0)
         st = os.stat(os.path.join(self.box.mail, "demo"))
