@@ -1,0 +1,222 @@
+#include "pop3d/pop3d.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "build_paths.h"
+#include "libmail/daemon.h"
+#include "libmail/event_loop.h"
+#include "libmail/log.h"
+#include "libmail/tls.h"
+#include "pop3d/authenticator.h"
+#include "pop3d/pop3_server.h"
+#include "pop3d/pop3d_config.h"
+#include "pop3d/privsep.h"
+
+namespace mailwright::pop3 {
+
+const char* pop3d_usage() {
+  return "usage: pop3d -d [-fv] [-C file]     standalone daemon\n"
+         "       pop3d [-sv] [-C file]        one session on stdin (inetd)\n"
+         "       pop3d -P | -n [-C file]\n";
+}
+
+Result<Pop3dOptions> parse_pop3d_options(const std::vector<std::string>& args) {
+  Pop3dOptions o;
+  auto usage = [](std::string why) { return Error::permanent(EX_USAGE, "5.5.4", std::move(why)); };
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg.size() < 2 || arg[0] != '-') return usage("unexpected argument " + arg);
+    for (std::size_t j = 1; j < arg.size(); ++j) {
+      switch (arg[j]) {
+        case 'd':
+          o.daemon = true;
+          break;
+        case 'f':
+          o.foreground = true;
+          break;
+        case 's':
+          o.implicit_tls = true;
+          break;
+        case 'P':
+          o.print_config = true;
+          break;
+        case 'n':
+          o.check = true;
+          break;
+        case 'v':
+          o.verbose = true;
+          break;
+        case 'C':
+          if (j + 1 < arg.size()) {
+            o.config_path = arg.substr(j + 1);
+          } else if (i + 1 < args.size()) {
+            o.config_path = args[++i];
+          } else {
+            return usage("option -C needs a value");
+          }
+          j = arg.size();
+          break;
+        default:
+          return usage(std::string("unknown option -") + arg[j]);
+      }
+    }
+  }
+  if (o.print_config + o.check + o.daemon > 1) return usage("-d, -P and -n exclude each other");
+  if (o.foreground && !o.daemon) return usage("-f goes with -d");
+  if (o.implicit_tls && o.daemon) return usage("-s is for inetd mode; use listen_tls with -d");
+  return o;
+}
+
+namespace {
+
+int complain(const Error& error) {
+  std::fprintf(stderr, "pop3d: %s\n", error.text().c_str());
+  log_error("-", "%s", error.text().c_str());
+  return error.exit_code();
+}
+
+Result<Config> load_config(const Pop3dOptions& options) {
+  std::string path = options.config_path;
+  if (path.empty()) {
+    path = std::string(build::kConfDir) + "/pop3d.conf";
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) return Config::defaults(kPop3dConfigKeys);
+  }
+  return Config::load(path, kPop3dConfigKeys);
+}
+
+int check_setup(const Pop3Settings& settings) {
+  int problems = 0;
+  auto problem = [&](const std::string& text, const std::string& fix) {
+    std::printf("problem: %s\n  fix: %s\n", text.c_str(), fix.c_str());
+    ++problems;
+  };
+  if (!settings.tls_certificate.empty()) {
+    auto ctx = make_server_tls_context(settings.tls_certificate, settings.tls_key);
+    if (!ctx) problem(ctx.error().text(), "point tls_certificate/tls_key at a matching PEM pair");
+  } else if (settings.plaintext_login != PlaintextLogin::kAlways) {
+    std::printf("note: no tls_certificate: STLS and POP3S are off, and plaintext logins work "
+                "only %s\n",
+                settings.plaintext_login == PlaintextLogin::kLoopback ? "from loopback" : "never");
+  }
+  if (!settings.mailbox.file_accounts) {
+    if (::geteuid() != 0) problem("accounts = system needs root", "start pop3d as root");
+  } else if (auto auth = VirtualAuthenticator::create(settings.mailbox, settings.apop_secrets);
+             !auth) {
+    problem(auth.error().text(), "check account_file, virtual_owner and apop_secrets");
+  }
+  if (problems == 0) std::printf("pop3d: configuration OK\n");
+  return problems == 0 ? EX_OK : EX_CONFIG;
+}
+
+}  // namespace
+
+int run_pop3d(const Pop3dOptions& options) {
+  const bool to_stderr = options.verbose || options.foreground || options.print_config ||
+                         options.check;
+  log_open("pop3d", to_stderr ? LogTarget::kStderr : LogTarget::kSyslog, options.verbose);
+  ignore_disruptive_signals();
+  ::umask(077);
+
+  auto config = load_config(options);
+  if (!config) return complain(config.error());
+  if (options.print_config) {
+    std::fputs(config->dump().c_str(), stdout);
+    return EX_OK;
+  }
+  auto settings = pop3_settings_from(*config);
+  if (!settings) return complain(settings.error());
+  if (options.check) return check_setup(*settings);
+
+  SslCtx tls;
+  if (!settings->tls_certificate.empty()) {
+    auto ctx = make_server_tls_context(settings->tls_certificate, settings->tls_key);
+    if (!ctx) return complain(ctx.error());
+    tls = std::move(*ctx);
+  }
+  if (options.implicit_tls && !tls) {
+    return complain(Error::from_exit_code(EX_CONFIG, "-s needs tls_certificate and tls_key"));
+  }
+  // Accounts. Virtual users: the account file is read now, while we may still be root (it
+  // holds password hashes), and the whole server then runs as their owner. System users:
+  // privilege separation (privsep.h): this process stays root and answers login requests
+  // only; a child does all network work as run_as.
+  const bool system = !settings->mailbox.file_accounts;
+  std::unique_ptr<Authenticator> auth;
+  std::string run_as = settings->run_as;
+  if (system) {
+    if (::geteuid() != 0) {
+      return complain(Error::from_exit_code(
+          EX_CONFIG, "accounts = system needs pop3d started as root (or use accounts = file)"));
+    }
+    if (run_as.empty()) run_as = build::kMailUser;
+  } else {
+    auto virtual_auth = VirtualAuthenticator::create(settings->mailbox, settings->apop_secrets);
+    if (!virtual_auth) return complain(virtual_auth.error());
+    auth = std::move(*virtual_auth);
+    if (run_as.empty()) run_as = settings->mailbox.virtual_owner;
+  }
+
+  DaemonStart start;
+  if (options.daemon) {
+    for (const auto& a : settings->listen) start.listen.push_back({"pop3", a});
+    for (const auto& a : settings->listen_tls) start.listen.push_back({"pop3s", a});
+    start.foreground = options.foreground;
+    start.pid_file = settings->pid_file;
+  } else {
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(STDIN_FILENO, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+      return complain(Error::from_exit_code(
+          EX_USAGE, "standard input is not a socket; use -d for a standalone daemon"));
+    }
+    start.foreground = true;
+  }
+  start.run_as = system ? std::string() : run_as;  // the master of system accounts stays root
+  auto running = start_daemon(start);
+  if (!running) return complain(running.error());
+
+  int login_side = -1;
+  if (system) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
+      return complain(Error::from_errno(EX_OSERR, "socketpair", errno));
+    }
+    pid_t login = ::fork();
+    if (login < 0) return complain(Error::from_errno(EX_OSERR, "fork", errno));
+    if (login > 0) {
+      ::close(pair[1]);
+      running->listeners.clear();
+      if (!options.daemon) ::close(STDIN_FILENO);
+      return run_login_master(pair[0], *settings, "pop3");
+    }
+    ::close(pair[0]);
+    login_side = pair[1];
+    running->pid_file.reset();  // the master owns it
+    if (auto st = become_user(run_as); !st) return complain(st.error());
+  }
+
+  EventBase base = make_event_base();
+  if (system) auth = std::make_unique<PrivsepAuthenticator>(base.get(), UniqueFd(login_side));
+  Pop3Server server(base.get(), *settings, *auth, tls.get());
+  if (!options.daemon) {
+    server.serve_connected(::dup(STDIN_FILENO), options.implicit_tls, true);
+    event_base_dispatch(base.get());
+    return EX_OK;
+  }
+  if (auto st = server.listen(running->listeners); !st) return complain(st.error());
+  SignalEvents signals(
+      base.get(), [] { log_info("-", "stopping"); },
+      [] { log_notice("-", "SIGHUP: restart pop3d to read a changed configuration"); });
+  log_info("-", "pop3d %s ready", build::kVersion);
+  event_base_dispatch(base.get());
+  return EX_OK;
+}
+
+}  // namespace mailwright::pop3
