@@ -59,7 +59,7 @@ Status MailboxWriter::deliver(const Account& account, const StagedMessage& messa
   const std::string prefix = return_path_header(sender);
   MaildirSizes sizes;
   sizes.size = prefix.size() + message.size;
-  sizes.crlf_size = sizes.size + 1 + message.lines;
+  sizes.crlf_size = prefix.size() + 1 + message.crlf_size;  // the prefix is one LF-ended line
   auto delivered = deliver_to_maildir(*path, prefix, message.fd, message.size, sizes);
   if (!delivered) return delivered.error().with_context(account.name);
   return {};

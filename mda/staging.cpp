@@ -68,7 +68,8 @@ void MessageStager::begin() {
   normalizer_ = LfNormalizer();
   buffer_.clear();
   written_ = 0;
-  lines_ = 0;
+  crlf_extra_ = 0;
+  pending_cr_ = false;
   failed_ = Status();
 }
 
@@ -77,7 +78,17 @@ Status MessageStager::flush() {
   if (in_memory_ && written_ + buffer_.size() > kMemoryLimit) {
     if (auto moved = move_to_disk(); !moved) return moved;
   }
-  lines_ += static_cast<std::uint64_t>(std::count(buffer_.begin(), buffer_.end(), '\n'));
+  // Count what CRLF encoding adds, exactly as CrlfEncoder will do it: an LF without a CR
+  // before it, and a CR without an LF after it, each gain one octet.
+  for (char c : buffer_) {
+    if (c == '\n') {
+      if (!pending_cr_) ++crlf_extra_;
+      pending_cr_ = false;
+    } else {
+      if (pending_cr_) ++crlf_extra_;
+      pending_cr_ = c == '\r';
+    }
+  }
   ssize_t n = 0;
   std::size_t done = 0;
   while (done < buffer_.size()) {
@@ -113,7 +124,7 @@ Result<StagedMessage> MessageStager::finish() {
   StagedMessage staged;
   staged.fd = fd_.get();
   staged.size = written_;
-  staged.lines = lines_;
+  staged.crlf_size = written_ + crlf_extra_ + (pending_cr_ ? 1 : 0);
   return staged;
 }
 

@@ -17,7 +17,7 @@ namespace mailwright::mda {
 struct StagedMessage {
   int fd = -1;              // owned by the stager; valid until the next begin()
   std::uint64_t size = 0;   // octets, LF line ends
-  std::uint64_t lines = 0;  // LF count: size + lines is the size with CRLF line ends
+  std::uint64_t crlf_size = 0;  // octets once every LF and bare CR is sent as CRLF
 };
 
 class MessageStager {
@@ -44,7 +44,8 @@ class MessageStager {
   LfNormalizer normalizer_;
   std::string buffer_;
   std::uint64_t written_ = 0;
-  std::uint64_t lines_ = 0;
+  std::uint64_t crlf_extra_ = 0;  // octets the wire form adds (an LF or bare CR becomes CRLF)
+  bool pending_cr_ = false;       // the last octet counted was a CR
   Status failed_;
 };
 

@@ -58,7 +58,8 @@ class Connection final : public SessionHost {
         apop_banner_(server.auth_.apop_enabled() ? make_apop_banner() : std::string()),
         session_(*this, make_policy(server.settings_, loopback, tls_active, server.tls_ != nullptr,
                                     apop_banner_)),
-        timer_(evtimer_new(server.base_, &Connection::on_timer, this)) {}
+        timer_(evtimer_new(server.base_, &Connection::on_timer, this)),
+        flush_timer_(evtimer_new(server.base_, &Connection::on_flush_timer, this)) {}
 
   void start() {
     bufferevent_setcb(bev_.get(), &Connection::on_read, &Connection::on_write,
@@ -154,9 +155,23 @@ class Connection final : public SessionHost {
   }
 
   void maybe_finish() {
-    if (closing_ && evbuffer_get_length(bufferevent_get_output(bev_.get())) == 0) {
-      server_.remove(this);
+    if (!closing_) return;
+    std::size_t pending = evbuffer_get_length(bufferevent_get_output(bev_.get()));
+    // After STLS the TLS filter hands its output to the plain bufferevent underneath; the
+    // last reply is out only when that one is empty too.
+    if (bufferevent* under = bufferevent_get_underlying(bev_.get())) {
+      pending += evbuffer_get_length(bufferevent_get_output(under));
     }
+    if (pending == 0) {
+      server_.remove(this);
+      return;
+    }
+    struct timeval soon {0, 20000};
+    evtimer_add(flush_timer_.get(), &soon);
+  }
+
+  static void on_flush_timer(evutil_socket_t, short, void* arg) {
+    static_cast<Connection*>(arg)->maybe_finish();
   }
 
   void upgrade_to_tls() {
@@ -323,6 +338,7 @@ class Connection final : public SessionHost {
   std::string apop_banner_;  // before session_: the session's policy is made from it
   Session session_;
   Event timer_;
+  Event flush_timer_;  // polls for the end of output that a TLS filter passed down
   LoginOutcome pending_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
   bool tls_requested_ = false;
@@ -337,6 +353,7 @@ class Connection final : public SessionHost {
     bufferevent_setcb(bev_.get(), nullptr, nullptr, nullptr, nullptr);
     bufferevent_disable(bev_.get(), EV_READ | EV_WRITE);
     event_del(timer_.get());
+    event_del(flush_timer_.get());
   }
 };
 
