@@ -45,8 +45,9 @@ class Pop3dServer:
 
     def stop(self):
         code = self.proc.stop()
-        self.log = self.proc.proc.stderr.read().decode(errors="replace")
-        self.proc.proc.stderr.close()
+        if not self.proc.proc.stderr.closed:
+            self.log = self.proc.proc.stderr.read().decode(errors="replace")
+            self.proc.proc.stderr.close()
         return code
 
 
@@ -310,6 +311,40 @@ class Maildrops(Pop3dTestCase):
         p.quit()
         self.assertEqual(second[0], first[0])
         self.assertEqual(len(second), 2)
+
+
+class MaildirMailboxes(Pop3dTestCase):
+    MAILDIR = "mailbox_format = maildir\nmaildir = {root}/maildirs/%u\n"
+
+    def setUp(self):
+        self.EXTRA = self.MAILDIR.format(root="/tmp/placeholder")
+        super().setUp()
+
+    def test_fetch_and_delete_from_a_maildir(self):
+        # Point mda and pop3d at the same Maildir root inside this test's sandbox.
+        self.server.stop()
+        maildir_conf = self.MAILDIR.format(root=self.box.root)
+        with open(self.mda_config, "a") as f:
+            f.write(maildir_conf)
+        self.server = Pop3dServer(self.box, maildir_conf)
+        self.addCleanup(self.server.stop)
+        for raw in MESSAGES:
+            self.deliver(raw)
+        p = self.client()
+        count, size = p.stat()
+        self.assertEqual(count, 3)
+        self.assertEqual(size, sum(len(stored_form(m).replace(b"\n", b"\r\n")) for m in MESSAGES))
+        for i, raw in enumerate(MESSAGES, 1):
+            self.assertEqual(b"\n".join(p.retr(i)[1]) + b"\n", stored_form(raw))
+        uids = p.uidl()[1]
+        p.dele(2)
+        p.quit()
+        p = self.client()
+        self.assertEqual(p.stat()[0], 2)
+        self.assertEqual(p.uidl()[1][1].split()[1], uids[2].split()[1])
+        p.quit()
+        cur = os.listdir(os.path.join(self.box.root, "maildirs", "demo", "cur"))
+        self.assertEqual(len(cur), 2)
 
 
 class Inetd(unittest.TestCase):
