@@ -59,7 +59,9 @@ class Connection final : public SessionHost {
         session_(*this, make_policy(server.settings_, loopback, tls_active, server.tls_ != nullptr,
                                     apop_banner_)),
         timer_(evtimer_new(server.base_, &Connection::on_timer, this)),
-        flush_timer_(evtimer_new(server.base_, &Connection::on_flush_timer, this)) {}
+        flush_timer_(evtimer_new(server.base_, &Connection::on_flush_timer, this)) {
+    tls_ = tls_active;
+  }
 
   void start() {
     bufferevent_setcb(bev_.get(), &Connection::on_read, &Connection::on_write,
@@ -161,6 +163,12 @@ class Connection final : public SessionHost {
     // last reply is out only when that one is empty too.
     if (bufferevent* under = bufferevent_get_underlying(bev_.get())) {
       pending += evbuffer_get_length(bufferevent_get_output(under));
+    }
+    if (pending == 0 && tls_ && !close_notify_sent_) {
+      // End TLS properly (close_notify), so the client can tell our close from a cut.
+      close_notify_sent_ = true;
+      if (SSL* ssl = bufferevent_openssl_get_ssl(bev_.get())) SSL_shutdown(ssl);
+      pending = 1;  // look again once that has been written
     }
     if (pending == 0) {
       server_.remove(this);
@@ -344,6 +352,7 @@ class Connection final : public SessionHost {
   bool tls_requested_ = false;
   bool tls_ = false;
   bool closing_ = false;
+  bool close_notify_sent_ = false;
 
  public:
   const std::string& peer() const { return peer_; }

@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "build_paths.h"
+#include "libmail/accounts.h"
 #include "libmail/daemon.h"
 #include "libmail/event_loop.h"
 #include "libmail/log.h"
@@ -156,6 +157,11 @@ int run_pop3d(const Pop3dOptions& options) {
           EX_CONFIG, "accounts = system needs pop3d started as root (or use accounts = file)"));
     }
     if (run_as.empty()) run_as = build::kMailUser;
+    auto login_user = SystemAccounts().find(run_as);
+    if (!login_user || !login_user->has_value()) {
+      return complain(Error::from_exit_code(
+          EX_CONFIG, "run_as: no such user: " + run_as + " (create it, or set run_as)"));
+    }
   } else {
     auto virtual_auth = VirtualAuthenticator::create(settings->mailbox, settings->apop_secrets);
     if (!virtual_auth) return complain(virtual_auth.error());
@@ -193,8 +199,10 @@ int run_pop3d(const Pop3dOptions& options) {
     if (login > 0) {
       ::close(pair[1]);
       running->listeners.clear();
+      // Session processes are forked from here and run as users: they get no TLS key.
+      tls.reset();
       if (!options.daemon) ::close(STDIN_FILENO);
-      return run_login_master(pair[0], *settings, "pop3");
+      return run_login_master(pair[0], *settings, "pop3", login);
     }
     ::close(pair[0]);
     login_side = pair[1];

@@ -21,6 +21,10 @@ namespace {
 
 constexpr std::size_t kMaxMessage = 4096;
 
+// Set by SIGTERM/SIGINT in the master, which sits in recvmsg.
+volatile std::sig_atomic_t g_stop_master = 0;
+void on_stop_signal(int) { g_stop_master = 1; }
+
 std::vector<std::string> split_fields(const char* data, std::size_t len) {
   std::vector<std::string> fields;
   std::size_t start = 0;
@@ -76,7 +80,7 @@ ssize_t receive_message(int sock, char* buf, std::size_t len, UniqueFd& fd_out) 
   ssize_t n = 0;
   do {
     n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
+  } while (n < 0 && errno == EINTR && !g_stop_master);
   if (n < 0) return n;
   for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr; cm = CMSG_NXTHDR(&msg, cm)) {
     if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
@@ -231,13 +235,23 @@ void PrivsepAuthenticator::on_readable(evutil_socket_t fd, short, void* arg) {
   done(std::move(outcome));
 }
 
-int run_login_master(int sock, const Pop3Settings& settings, const std::string& pam_service) {
+int run_login_master(int sock, const Pop3Settings& settings, const std::string& pam_service,
+                     pid_t login_pid) {
   // Children are reaped by the kernel; the master never waits on a login.
   std::signal(SIGCHLD, SIG_IGN);
+  std::signal(SIGHUP, SIG_IGN);
+  struct sigaction stop {};
+  stop.sa_handler = &on_stop_signal;  // no SA_RESTART: recvmsg returns EINTR
+  sigaction(SIGTERM, &stop, nullptr);
+  sigaction(SIGINT, &stop, nullptr);
   char buf[kMaxMessage];
   for (;;) {
     UniqueFd ignored_fd;
     ssize_t n = receive_message(sock, buf, sizeof buf, ignored_fd);
+    if (g_stop_master) {
+      ::kill(login_pid, SIGTERM);
+      return EX_OK;  // unwinding removes the PID file
+    }
     if (n < 0) {
       log_error("-", "login master: %s", std::strerror(errno));
       return EX_OSERR;

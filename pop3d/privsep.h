@@ -40,8 +40,10 @@ class PrivsepAuthenticator final : public Authenticator {
   std::map<std::uint64_t, Done> waiting_;
 };
 
-// The master's loop: answers requests on sock until the login process goes away (EOF).
+// The master's loop: answers requests on sock until the login process goes away (EOF), or
+// until SIGTERM/SIGINT, which it passes on to the login process. SIGHUP is ignored.
 // Returns an exit code.
-int run_login_master(int sock, const Pop3Settings& settings, const std::string& pam_service);
+int run_login_master(int sock, const Pop3Settings& settings, const std::string& pam_service,
+                     pid_t login_pid);
 
 }  // namespace mailwright::pop3

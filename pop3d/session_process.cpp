@@ -18,7 +18,7 @@ class SessionProcess final : public SessionHost {
       : base_(base),
         bev_(bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE)),
         maildrop_(std::move(maildrop)),
-        session_(*this, policy()) {
+        session_(*this, policy(settings)) {
     struct timeval idle {};
     idle.tv_sec = settings.idle_timeout.count();
     bufferevent_set_timeouts(bev_.get(), &idle, &idle);
@@ -45,8 +45,12 @@ class SessionProcess final : public SessionHost {
   void start_tls() override {}
 
  private:
-  static SessionPolicy policy() {
+  static SessionPolicy policy(const Pop3Settings& settings) {
     SessionPolicy p;
+    p.expire_days = settings.expire_days;
+    if (settings.login_delay.count() > 0) {
+      p.login_delay_secs = static_cast<std::uint32_t>(settings.login_delay.count());
+    }
     p.tls_active = true;  // the client's transport is the login process's business
     p.plaintext_auth_allowed = true;
     return p;
