@@ -6,6 +6,7 @@
 
 #include <optional>
 
+#include "libmail/ascii.h"
 #include "libmail/limits.h"
 
 namespace mailwright {
@@ -45,20 +46,6 @@ bool is_qtext(unsigned char c) { return c >= 32 && c <= 126 && c != '"' && c != 
 // RFC 5321 4.1.3 dcontent: printable ASCII except '[', '\\' and ']'.
 bool is_dcontent(unsigned char c) {
   return c >= 33 && c <= 126 && c != '[' && c != '\\' && c != ']';
-}
-
-char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool ascii_iequal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
 }
 
 // Length of the well-formed UTF-8 sequence (RFC 3629 4) that s starts with, or 0. Overlong forms,

@@ -591,6 +591,15 @@ Result<Config> Config::load(const std::string& path, std::span<const ConfigKey> 
   return parse(text, path, schema);
 }
 
+Result<Config> Config::load_for_program(const std::string& explicit_path,
+                                        const std::string& default_path,
+                                        std::span<const ConfigKey> schema) {
+  if (!explicit_path.empty()) return load(explicit_path, schema);
+  struct stat st = {};
+  if (::stat(default_path.c_str(), &st) != 0 && errno == ENOENT) return defaults(schema);
+  return load(default_path, schema);
+}
+
 const Config::Value& Config::value_for(std::string_view key, const char* getter,
                                        std::initializer_list<ConfigType> types) const {
   const std::size_t index = index_in(schema_, key);

@@ -108,6 +108,11 @@ class Config {
   // refused without waiting for a writer) and files over limits::kConfigFile. A missing file
   // is an error too; a program whose file is optional checks for it first.
   static Result<Config> load(const std::string& path, std::span<const ConfigKey> schema);
+  // What a program reads at start: explicit_path when given (it must exist), else
+  // default_path when that file exists, else the defaults.
+  static Result<Config> load_for_program(const std::string& explicit_path,
+                                         const std::string& default_path,
+                                         std::span<const ConfigKey> schema);
   // Every key at its default. Aborts if a default does not parse (a bug in the schema).
   static Config defaults(std::span<const ConfigKey> schema);
 

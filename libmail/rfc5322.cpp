@@ -1,5 +1,7 @@
 #include "libmail/rfc5322.h"
 
+#include "libmail/ascii.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -21,7 +23,6 @@ bool is_ftext(char c) {
   return u >= 33 && u <= 126 && c != ':';
 }
 
-char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 HeaderBlock& stop_malformed(HeaderBlock& block, std::size_t at, std::size_t line_number,
                             std::string_view what) {
@@ -167,17 +168,7 @@ std::string unfold_value(std::string_view raw_value) {
   return out.substr(first, last - first + 1);
 }
 
-bool header_name_equal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
+bool header_name_equal(std::string_view a, std::string_view b) { return ascii_iequal(a, b); }
 
 const HeaderField* find_header(const std::vector<HeaderField>& fields, std::string_view name) {
   for (const HeaderField& field : fields) {

@@ -28,15 +28,10 @@ int complain(const Error& error) {
   return error.exit_code();
 }
 
+// Without a configuration file mda behaves like mail.local: /var/mail, system accounts.
 Result<Config> load_config(const MdaOptions& options) {
-  std::string path = options.config_path;
-  if (path.empty()) {
-    path = std::string(build::kConfDir) + "/mda.conf";
-    struct stat st {};
-    // Without a configuration file mda behaves like mail.local: /var/mail, system accounts.
-    if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) return Config::defaults(kMdaConfigKeys);
-  }
-  return Config::load(path, kMdaConfigKeys);
+  return Config::load_for_program(options.config_path,
+                                  std::string(build::kConfDir) + "/mda.conf", kMdaConfigKeys);
 }
 
 // The sender goes into the From_ line and Return-Path: no control characters, sane length.

@@ -1,5 +1,7 @@
 #include "pop3d/pop3_session.h"
 
+#include "libmail/ascii.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -54,21 +56,6 @@ bool has_control(std::string_view s) {
   return false;
 }
 
-bool equal_ignoring_case(std::string_view a, std::string_view b) {
-  if (a.size() != b.size())
-    return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i];
-    char y = b[i];
-    if (x >= 'a' && x <= 'z')
-      x = static_cast<char>(x - 'a' + 'A');
-    if (y >= 'a' && y <= 'z')
-      y = static_cast<char>(y - 'a' + 'A');
-    if (x != y)
-      return false;
-  }
-  return true;
-}
 
 bool valid_in_authorization(Pop3Verb verb) {
   switch (verb) {
@@ -279,7 +266,7 @@ struct Session::State {
       out += plaintext_ok() ? "+OK\r\nPLAIN\r\n.\r\n" : "+OK\r\n.\r\n";
       return;
     }
-    if (!equal_ignoring_case(cmd.text, "PLAIN")) {
+    if (!ascii_iequal(cmd.text, "PLAIN")) {
       out += "-ERR unsupported authentication mechanism\r\n";
       return;
     }

@@ -83,13 +83,8 @@ int complain(const Error& error) {
 }
 
 Result<Config> load_config(const Pop3dOptions& options) {
-  std::string path = options.config_path;
-  if (path.empty()) {
-    path = std::string(build::kConfDir) + "/pop3d.conf";
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) return Config::defaults(kPop3dConfigKeys);
-  }
-  return Config::load(path, kPop3dConfigKeys);
+  return Config::load_for_program(options.config_path,
+                                  std::string(build::kConfDir) + "/pop3d.conf", kPop3dConfigKeys);
 }
 
 int check_setup(const Pop3Settings& settings) {
