@@ -21,6 +21,7 @@ Result<std::unique_ptr<VirtualAuthenticator>> VirtualAuthenticator::create(
       auto nl = rest.find('\n');
       std::string_view line = rest.substr(0, nl);
       rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (line.empty() || line.front() == '#') continue;
       auto colon = line.find(':');
       if (colon == std::string_view::npos || !is_valid_user_name(line.substr(0, colon))) {

@@ -1,13 +1,12 @@
 #include "pop3d/pop3_session.h"
 
-#include "libmail/ascii.h"
-
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <utility>
 
+#include "libmail/ascii.h"
 #include "libmail/line_reader.h"
 #include "pop3d/pop3_command.h"
 
@@ -55,7 +54,6 @@ bool has_control(std::string_view s) {
   }
   return false;
 }
-
 
 bool valid_in_authorization(Pop3Verb verb) {
   switch (verb) {
@@ -161,8 +159,8 @@ struct Session::State {
       ++count;
       octets += messages[i].size;
     }
-    out += "+OK maildrop has " + std::to_string(count) + " messages (" + std::to_string(octets) +
-           " octets)\r\n";
+    out += "+OK maildrop has " + std::to_string(count) +
+           (count == 1 ? " message (" : " messages (") + std::to_string(octets) + " octets)\r\n";
   }
 
   // Message n (1-based) exists and is not marked deleted (RFC 1939 5).
@@ -397,8 +395,8 @@ struct Session::State {
             ++count;
             octets += messages[i].size;
           }
-          out += "+OK " + std::to_string(count) + " messages (" + std::to_string(octets) +
-                 " octets)\r\n";
+          out += "+OK " + std::to_string(count) + (count == 1 ? " message (" : " messages (") +
+                 std::to_string(octets) + " octets)\r\n";
         } else {
           out += "+OK unique-id listing follows\r\n";
         }

@@ -158,6 +158,13 @@ int run_pop3d(const Pop3dOptions& options) {
           EX_CONFIG, "run_as: no such user: " + run_as + " (create it, or set run_as)"));
     }
   } else {
+    // Virtual mailboxes belong to one Unix user, and the server must run as that user.
+    std::string& owner = settings->mailbox.virtual_owner;
+    if (owner.empty()) owner = run_as;
+    if (!run_as.empty() && owner != run_as) {
+      return complain(Error::from_exit_code(
+          EX_CONFIG, "run_as (" + run_as + ") must be virtual_owner (" + owner + ")"));
+    }
     auto virtual_auth = VirtualAuthenticator::create(settings->mailbox, settings->apop_secrets);
     if (!virtual_auth) return complain(virtual_auth.error());
     auth = std::move(*virtual_auth);

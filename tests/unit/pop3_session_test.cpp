@@ -393,7 +393,7 @@ TEST_CASE("deletes, hides deleted messages and undeletes on RSET", "[pop3_sessio
   CHECK(c("TOP 1 0\r\n") == "-ERR no such message\r\n");
   CHECK(c("LIST 1\r\n") == "-ERR no such message\r\n");
   CHECK(c("UIDL 1\r\n") == "-ERR no such message\r\n");
-  CHECK(c("LIST\r\n") == "+OK 1 messages (46 octets)\r\n2 46\r\n.\r\n");
+  CHECK(c("LIST\r\n") == "+OK 1 message (46 octets)\r\n2 46\r\n.\r\n");
   CHECK(c("UIDL\r\n") == "+OK unique-id listing follows\r\n2 uid-2\r\n.\r\n");
   CHECK(c("RSET\r\n") == "+OK maildrop has 2 messages (80 octets)\r\n");
   CHECK(c("LIST 1\r\n") == "+OK 1 34\r\n");
