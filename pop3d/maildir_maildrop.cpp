@@ -121,7 +121,7 @@ class MaildirMessageStream final : public MessageStream {
   Result<bool> next(std::string& out, std::size_t max) override {
     if (done_)
       return false;
-    buf_.resize(std::clamp<std::size_t>(max / 2, 1, kReadChunk));
+    buf_.resize(std::clamp<std::size_t>(max / 2, 4096, kReadChunk));
     ssize_t n = 0;
     do {
       n = ::read(fd_.get(), buf_.data(), buf_.size());

@@ -226,7 +226,7 @@ class MboxMessageStream final : public MessageStream {
     if (pos_ < end_) {
       // Encoding at most doubles the octets (every one a bare LF, or "." lines stuffed).
       const std::size_t want = static_cast<std::size_t>(
-          std::min<std::uint64_t>(end_ - pos_, std::clamp<std::size_t>(max / 2, 1, kStreamChunk)));
+          std::min<std::uint64_t>(end_ - pos_, std::clamp<std::size_t>(max / 2, 4096, kStreamChunk)));
       buf_.resize(want);
       auto got = pread_full(fd_->get(), buf_.data(), want, static_cast<off_t>(pos_));
       if (!got)

@@ -2,6 +2,7 @@
 
 #include <event2/bufferevent_ssl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <sys/socket.h>
@@ -413,6 +414,12 @@ void Pop3Server::accept(evutil_socket_t fd, const sockaddr* addr, bool implicit_
     return;
   }
   evutil_make_socket_nonblocking(fd);
+  if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) {
+    // Replies are written whole; Nagle would hold the tail of each one until the client's
+    // delayed ACK, some 40 ms per command.
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
   bufferevent* bev = nullptr;
   if (implicit_tls) {
     SSL* ssl = SSL_new(tls_);
