@@ -151,9 +151,9 @@ TEST_CASE("bare CR is refused under kNormalize too", "[smtp_data]") {
 }
 
 TEST_CASE("every split of a tricky input gives the same result", "[smtp_data]") {
-  const std::string input =
-      std::string("..a\r\n\r\n.\n\r.\r\n\xc3\xa9\r\n..\r\nx\r\r\n.\r\r\n", 33) +
-      std::string("\r\n\0.\r\nl\nm\r\n.\r\nTAIL", 21);
+  using namespace std::string_literals;  // "..."s keeps the embedded NUL and knows its length
+  const std::string input = "..a\r\n\r\n.\n\r.\r\n\xc3\xa9\r\n..\r\nx\r\r\n.\r\r\n"s +
+                            "\r\n\0.\r\nl\nm\r\n.\r\nTAIL"s;
   for (const auto policy : {BareLineEndPolicy::kReject, BareLineEndPolicy::kNormalize}) {
     DataOptions o = with(policy);
     o.max_line_length = 8;
