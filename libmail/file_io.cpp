@@ -91,13 +91,15 @@ std::string parent_directory(std::string_view path) {
   return std::string(path.substr(0, slash));
 }
 
-Status write_file_durably(const std::string& path, std::string_view data, mode_t mode) {
+namespace {
+
+Status replace_file(const std::string& path, std::string_view data, mode_t mode, bool durable) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   ::unlink(tmp.c_str());  // a leftover of a crashed earlier run of this pid
   auto fd = create_exclusive(tmp, mode);
   if (!fd) return fd.error();
   Status st = write_all(fd->get(), data);
-  if (st) st = fsync_fd(fd->get(), tmp);
+  if (st && durable) st = fsync_fd(fd->get(), tmp);
   if (st && fd->close() != 0) st = Error::from_errno(EX_IOERR, "close " + tmp, errno);
   if (st && ::rename(tmp.c_str(), path.c_str()) != 0) {
     st = Error::from_errno(EX_IOERR, "rename " + tmp, errno);
@@ -106,7 +108,17 @@ Status write_file_durably(const std::string& path, std::string_view data, mode_t
     ::unlink(tmp.c_str());
     return st;
   }
-  return fsync_directory(parent_directory(path));
+  return durable ? fsync_directory(parent_directory(path)) : Status();
+}
+
+}  // namespace
+
+Status write_file_durably(const std::string& path, std::string_view data, mode_t mode) {
+  return replace_file(path, data, mode, true);
+}
+
+Status replace_file_atomically(const std::string& path, std::string_view data, mode_t mode) {
+  return replace_file(path, data, mode, false);
 }
 
 Status make_directory(const std::string& dir, mode_t mode) {

@@ -34,6 +34,10 @@ Result<std::size_t> pread_full(int fd, char* buf, std::size_t len, off_t offset)
 Status fsync_fd(int fd, std::string_view what);
 Status fsync_directory(const std::string& dir);
 Status write_file_durably(const std::string& path, std::string_view data, mode_t mode);
+// The same atomic replacement without the fsyncs, for caches that are checked when read (an
+// index with a checksum): after a crash the file is old, new or damaged, and a damaged one
+// only costs a rebuild.
+Status replace_file_atomically(const std::string& path, std::string_view data, mode_t mode);
 
 // "/a/b/c" -> "/a/b"; "c" -> "."; "/c" -> "/".
 std::string parent_directory(std::string_view path);

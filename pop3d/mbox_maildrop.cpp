@@ -341,7 +341,7 @@ void MboxMaildrop::write_new_index(int new_fd, std::uint64_t covered, std::array
     index.mtime_nsec = st.st_mtim.tv_nsec;
     index.tail = tail;
     index.messages = std::move(kept);
-    written = write_file_durably(index_path, serialize_mbox_index(index), 0600);
+    written = replace_file_atomically(index_path, serialize_mbox_index(index), 0600);
   }
   if (!written) {
     // The old index names the old inode and would be ignored; remove it all the same.
@@ -637,7 +637,7 @@ MaildropOpen open_mbox_maildrop(const std::string& path, uid_t owner, const Lock
     // After the locks are gone: an fsync must not hold up deliveries. An optimisation only: a
     // spool we cannot write to costs a scan per login, nothing more.
     const std::string index_path = mbox_index_path(path);
-    if (auto written = write_file_durably(index_path, serialize_mbox_index(snapshot->index), 0600);
+    if (auto written = replace_file_atomically(index_path, serialize_mbox_index(snapshot->index), 0600);
         !written) {
       log_warning(log_id, "cannot write %s: %s", index_path.c_str(),
                   written.error().text().c_str());
