@@ -446,12 +446,36 @@ Status MboxMaildrop::commit(const std::vector<bool>& deleted) {
   std::string buf(kCopyChunk, '\0');
   std::string last_written;  // the last octets of the kept part, for the new index
   unsigned chunks = 0;
+  bool kernel_copy = true;  // copy_file_range, until the file system says it cannot
   auto copy = [&](std::uint64_t from, std::uint64_t to) -> Status {
     while (from < to) {
       // A copy of gigabytes on a slow disk must not look like a dotlock left by a crash.
       if (++chunks % 64 == 0)
         dotlock->touch();
       const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(kCopyChunk, to - from));
+      if (kernel_copy) {
+        // The kept messages move inside the kernel: no copy through user space, and on file
+        // systems that can, no copy of the data at all.
+        auto in_off = static_cast<off64_t>(from);
+        ssize_t n = ::copy_file_range(fd->get(), &in_off, out->get(), nullptr, want, 0);
+        if (n > 0) {
+          const auto moved = static_cast<std::size_t>(n);
+          const std::size_t tail = std::min<std::size_t>(moved, 8);
+          auto last = pread_exact(fd->get(), from + moved - tail, tail);
+          if (!last)
+            return last.error();
+          last_written.append(*last);
+          if (last_written.size() > 8)
+            last_written.erase(0, last_written.size() - 8);
+          from += moved;
+          continue;
+        }
+        if (n == 0)
+          return changed_since_open(path_, "the mailbox shrank");
+        if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
+          return Error::from_errno(EX_TEMPFAIL, "copy_file_range " + temp_path, errno);
+        kernel_copy = false;
+      }
       auto got = pread_full(fd->get(), buf.data(), want, static_cast<off_t>(from));
       if (!got)
         return got.error();
