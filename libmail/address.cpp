@@ -136,12 +136,14 @@ Problem octet_problem(std::string_view rest, const AddressOptions& opts) {
   return std::nullopt;
 }
 
-// How many octets at the start of s are atext or '.' (UTF-8 characters count with allow_utf8).
-std::size_t dot_string_span(std::string_view s, const AddressOptions& opts) {
+// How many octets at the start of s are ASCII octets accepted by is_ascii_ok, or '.', or (with
+// allow_utf8) whole UTF-8 characters.
+template <typename AsciiPredicate>
+std::size_t span_of(std::string_view s, const AddressOptions& opts, AsciiPredicate is_ascii_ok) {
   std::size_t i = 0;
   while (i < s.size()) {
     const auto c = static_cast<unsigned char>(s[i]);
-    if (is_atext(c) || c == '.') {
+    if (is_ascii_ok(c) || c == '.') {
       ++i;
     } else if (const std::size_t n = utf8_char_length(s.substr(i), opts); n > 0) {
       i += n;
@@ -150,6 +152,11 @@ std::size_t dot_string_span(std::string_view s, const AddressOptions& opts) {
     }
   }
   return i;
+}
+
+// Octets at the start of s that can make up a Dot-string: atext and '.'.
+std::size_t dot_string_span(std::string_view s, const AddressOptions& opts) {
+  return span_of(s, opts, [](unsigned char c) { return is_atext(c); });
 }
 
 // Structure of a Dot-string made only of atext and dots: Atom *("." Atom).
@@ -169,21 +176,10 @@ Problem dot_string_problem(std::string_view s) {
   return std::nullopt;
 }
 
-// How many octets at the start of s are letters, digits, hyphens or dots (or, with allow_utf8,
-// UTF-8 characters for U-labels).
+// Octets at the start of s that can make up a Domain: letters, digits, hyphens, dots (and,
+// with allow_utf8, UTF-8 characters for U-labels).
 std::size_t domain_span(std::string_view s, const AddressOptions& opts) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (is_ldh(c) || c == '.') {
-      ++i;
-    } else if (const std::size_t n = utf8_char_length(s.substr(i), opts); n > 0) {
-      i += n;
-    } else {
-      break;
-    }
-  }
-  return i;
+  return span_of(s, opts, [](unsigned char c) { return is_ldh(c); });
 }
 
 // Structure of a Domain made only of domain_span octets: sub-domain *("." sub-domain), with

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "libmail/address.h"
+#include "libmail/ascii.h"
 #include "libmail/file_io.h"
 #include "libmail/limits.h"
 #include "libmail/line_reader.h"
@@ -24,12 +25,7 @@ constexpr std::size_t kMaxRecipients = 1000;
 constexpr std::size_t kMaxBatchInput = 4 * 1024 * 1024;
 
 bool starts_with_word(std::string_view line, std::string_view word) {
-  if (line.size() < word.size()) return false;
-  for (std::size_t i = 0; i < word.size(); ++i) {
-    char c = line[i];
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    if (c != word[i]) return false;
-  }
+  if (!ascii_istarts_with(line, word)) return false;
   return line.size() == word.size() || line[word.size()] == ' ' || word.back() == ':';
 }
 
@@ -47,18 +43,15 @@ bool parameters_ok(std::string_view params, bool mail) {
     auto space = params.find(' ');
     std::string_view word = params.substr(0, space);
     params = space == std::string_view::npos ? std::string_view() : trim_spaces(params.substr(space));
-    std::string key(word.substr(0, word.find('=')));
-    for (char& c : key) {
-      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    }
+    std::string_view key = word.substr(0, word.find('='));
     static constexpr std::string_view kMailParams[] = {"BODY", "SIZE", "SMTPUTF8", "RET",
                                                        "ENVID", "AUTH"};
     static constexpr std::string_view kRcptParams[] = {"NOTIFY", "ORCPT"};
     bool known = false;
     if (mail) {
-      for (auto k : kMailParams) known = known || key == k;
+      for (auto k : kMailParams) known = known || ascii_iequal(key, k);
     } else {
-      for (auto k : kRcptParams) known = known || key == k;
+      for (auto k : kRcptParams) known = known || ascii_iequal(key, k);
     }
     if (!known) return false;
   }
