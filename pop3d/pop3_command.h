@@ -23,6 +23,7 @@
 #include <string>
 #include <string_view>
 
+#include "libmail/base64.h"
 #include "libmail/result.h"
 
 namespace mailwright::pop3 {
@@ -68,11 +69,5 @@ std::optional<Pop3Verb> pop3_verb_of(std::string_view line);
 // "USER", "PASS", ...: the canonical upper-case name.
 std::string_view pop3_verb_name(Pop3Verb verb);
 
-// RFC 4648 section 4 base64, decoded strictly as RFC 5034 section 4 demands: only the 64
-// alphabet characters and padding, length a multiple of 4, '=' only as the last one or two
-// characters, and pad bits zero (so every accepted input is the canonical encoding of its
-// output). No whitespace. ok tells whether the input was accepted; the result is empty if not.
-std::string decode_base64(std::string_view text, bool& ok);
-std::string encode_base64(std::string_view data);
 
 }  // namespace mailwright::pop3

@@ -42,19 +42,6 @@ enum class Listing { kNone, kList, kUidl };
 
 constexpr const char* kBadLogin = "-ERR [AUTH] authentication failed\r\n";
 
-bool is_control(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return u < 0x20 || u == 0x7f;
-}
-
-bool has_control(std::string_view s) {
-  for (char c : s) {
-    if (is_control(c))
-      return true;
-  }
-  return false;
-}
-
 bool valid_in_authorization(Pop3Verb verb) {
   switch (verb) {
     case Pop3Verb::kUser:
@@ -216,30 +203,22 @@ struct Session::State {
 
   // RFC 4616 2: message = [authzid] NUL authcid NUL passwd.
   void sasl_plain(std::string_view message, std::string& out) {
-    const std::size_t first = message.find('\0');
-    const std::size_t second =
-        first == std::string_view::npos ? first : message.find('\0', first + 1);
-    if (second == std::string_view::npos || message.find('\0', second + 1) != message.npos) {
+    const auto plain = parse_sasl_plain(message);
+    if (!plain || plain->password.empty() || plain->authzid.size() > kSaslField ||
+        plain->authcid.size() > kSaslField || plain->password.size() > kSaslField) {
       phase = Phase::kAuthorization;
       out += "-ERR malformed PLAIN response\r\n";
       return;
     }
-    const std::string_view authzid = message.substr(0, first);
-    const std::string_view authcid = message.substr(first + 1, second - first - 1);
-    const std::string_view passwd = message.substr(second + 1);
-    if (authcid.empty() || passwd.empty() || authzid.size() > kSaslField ||
-        authcid.size() > kSaslField || passwd.size() > kSaslField || has_control(authzid) ||
-        has_control(authcid)) {
-      phase = Phase::kAuthorization;
-      out += "-ERR malformed PLAIN response\r\n";
-      return;
-    }
+    const std::string& authzid = plain->authzid;
+    const std::string& authcid = plain->authcid;
+    const std::string& passwd = plain->password;
     // Acting as another user would need a notion of administrators we do not have.
     if (!authzid.empty() && authzid != authcid) {
       count_failure(out);
       return;
     }
-    start_authentication(std::string(authcid), std::string(passwd), "", out);
+    start_authentication(authcid, passwd, "", out);
   }
 
   void sasl_response(std::string_view line, std::string& out) {

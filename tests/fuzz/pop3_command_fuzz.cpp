@@ -67,19 +67,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   bool ok = false;
-  const std::string decoded = mailwright::pop3::decode_base64(line, ok);
+  const std::string decoded = mailwright::decode_base64(line, ok);
   if (ok) {
     check(line.size() % 4 == 0);
     check(decoded.size() <= line.size() / 4 * 3);
-    check(mailwright::pop3::encode_base64(decoded) == line);
+    check(mailwright::encode_base64(decoded) == line);
   } else {
     check(decoded.empty());
   }
 
-  const std::string encoded = mailwright::pop3::encode_base64(line);
+  const std::string encoded = mailwright::encode_base64(line);
   check(encoded.size() == (line.size() + 2) / 3 * 4);
   bool ok2 = false;
-  check(mailwright::pop3::decode_base64(encoded, ok2) == line);
+  check(mailwright::decode_base64(encoded, ok2) == line);
   check(ok2);
   return 0;
 }

@@ -4,8 +4,8 @@
 #include <string>
 #include <string_view>
 
-using mailwright::pop3::decode_base64;
-using mailwright::pop3::encode_base64;
+using mailwright::decode_base64;
+using mailwright::encode_base64;
 using mailwright::pop3::parse_pop3_command;
 using mailwright::pop3::pop3_verb_name;
 using mailwright::pop3::pop3_verb_of;

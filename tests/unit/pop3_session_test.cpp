@@ -16,7 +16,7 @@ using mailwright::Error;
 using mailwright::Result;
 using mailwright::Status;
 using mailwright::pop3::AuthOutcome;
-using mailwright::pop3::encode_base64;
+using mailwright::encode_base64;
 using mailwright::pop3::Maildrop;
 using mailwright::pop3::MaildropMessage;
 using mailwright::pop3::MessageStream;
