@@ -3,6 +3,7 @@
 // what "MAIL" or "Subject" matches).
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace mailwright {
@@ -21,6 +22,10 @@ constexpr bool ascii_iequal(std::string_view a, std::string_view b) {
 
 constexpr bool ascii_istarts_with(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && ascii_iequal(s.substr(0, prefix.size()), prefix);
+}
+
+inline void ascii_lower_in_place(std::string& s) {
+  for (char& c : s) c = ascii_lower(c);
 }
 
 }  // namespace mailwright

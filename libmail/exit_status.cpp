@@ -1,6 +1,7 @@
 #include "libmail/exit_status.h"
 
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <string>
 
@@ -52,6 +53,10 @@ Error Error::from_errno(int exit_code, std::string_view what, int err) {
   text += ": ";
   text += std::strerror(err);
   const auto& info = exit_status_info(exit_code);
+  // RFC 3463 3.4: a full disk or quota is "mail system full", which SMTP answers with 452.
+  if (err == ENOSPC || err == EDQUOT) {
+    return Error(info.temporary, exit_code, info.temporary ? "4.3.1" : "5.3.1", std::move(text));
+  }
   return Error(info.temporary, exit_code, info.status, std::move(text));
 }
 

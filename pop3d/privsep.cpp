@@ -13,7 +13,7 @@
 
 #include "libmail/log.h"
 #include "libmail/privilege.h"
-#include "pop3d/pam_login.h"
+#include "libmail/pam_login.h"
 #include "pop3d/session_process.h"
 
 namespace mailwright::pop3 {

@@ -1,11 +1,11 @@
-#include "pop3d/pam_login.h"
+#include "libmail/pam_login.h"
 
 #include <security/pam_appl.h>
 
 #include <cstdlib>
 #include <cstring>
 
-namespace mailwright::pop3 {
+namespace mailwright {
 namespace {
 
 // Answers every password prompt with the password; anything else is refused, so a module
@@ -54,4 +54,4 @@ PamResult pam_login(const std::string& service, const std::string& user,
   return result;
 }
 
-}  // namespace mailwright::pop3
+}  // namespace mailwright

@@ -1,0 +1,117 @@
+// mta's configuration: the account keys it shares with mda and pop3d (so RCPT checks the same
+// users delivery will find), plus the SMTP server's and the spool's own. See mta.conf(5).
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "libmail/config.h"
+#include "libmail/listen_address.h"
+#include "libmail/mailbox_config.h"
+#include "mta/relay_policy.h"
+
+namespace mailwright::mta {
+
+inline constexpr std::array kMtaOnlyKeys{
+    ConfigKey{"hostname", ConfigType::kString, "",
+              "this host's fully qualified name, for the greeting and Received; empty: the "
+              "system's"},
+    ConfigKey{"local_domains", ConfigType::kList, "",
+              "domains whose mail is delivered here; the hostname and localhost always are"},
+    ConfigKey{"relay_networks", ConfigType::kList, "",
+              "client networks (CIDR) that may relay without AUTH, e.g. 127.0.0.0/8 ::1/128"},
+    ConfigKey{"aliases", ConfigType::kPath, "/etc/aliases",
+              "alias file: local names that are not accounts but receive mail"},
+    ConfigKey{"spool_dir", ConfigType::kPath, "/var/spool/mailwright",
+              "the queue: incoming/, queue/, state/, corrupt/, maildrop/"},
+    ConfigKey{"spool_reserve", ConfigType::kSize, "100M",
+              "free space kept on the spool's file system; below it messages get 452", {}, 0,
+              1LL << 50},
+    ConfigKey{"listen", ConfigType::kList, "*:25",
+              "addresses for SMTP (port 25: relay and local delivery)"},
+    ConfigKey{"listen_submission", ConfigType::kList, "",
+              "addresses for message submission (RFC 6409, AUTH required), e.g. *:587"},
+    ConfigKey{"listen_smtps", ConfigType::kList, "",
+              "addresses for submission with TLS from the first byte (RFC 8314), e.g. *:465"},
+    ConfigKey{"tls_certificate", ConfigType::kPath, "", "PEM certificate chain for STARTTLS"},
+    ConfigKey{"tls_key", ConfigType::kPath, "", "PEM private key of tls_certificate"},
+    ConfigKey{"auth", ConfigType::kChoice, "accounts",
+              "AUTH PLAIN/LOGIN over TLS: check passwords of the accounts, or offer no AUTH",
+              "accounts|off"},
+    ConfigKey{"max_message_size", ConfigType::kSize, "35M", "largest message accepted (SIZE)",
+              {}, 1024, 1LL << 40},
+    ConfigKey{"max_recipients", ConfigType::kInt, "1000", "recipients per message", {}, 1,
+              100000},
+    ConfigKey{"max_line_length", ConfigType::kInt, "1000",
+              "longest message line, CRLF included (RFC 5321: 1000)", {}, 78, 1000000},
+    ConfigKey{"bare_line_ends", ConfigType::kChoice, "reject",
+              "a bare LF in a message: refuse the message, or store it as CRLF", "reject|normalize"},
+    ConfigKey{"smtputf8", ConfigType::kBool, "yes", "offer SMTPUTF8 (RFC 6531)"},
+    ConfigKey{"vrfy", ConfigType::kChoice, "252",
+              "VRFY: 252 (neither confirm nor deny), check (tell), off (502)", "252|check|off"},
+    ConfigKey{"greeting_delay", ConfigType::kDuration, "0",
+              "wait before the greeting; clients that talk first are refused", {}, 0, 300},
+    ConfigKey{"max_sessions", ConfigType::kInt, "10000", "SMTP sessions at once, in all", {}, 1,
+              1000000},
+    ConfigKey{"max_sessions_per_address", ConfigType::kInt, "50",
+              "SMTP sessions at once from one client address", {}, 1, 1000000},
+    ConfigKey{"max_errors", ConfigType::kInt, "20",
+              "protocol errors after which a session is closed", {}, 1, 100000},
+    ConfigKey{"command_timeout", ConfigType::kDuration, "5m",
+              "wait for a command (RFC 5321 4.5.3.2.7: at least 5 minutes)", {}, 1, 86400},
+    ConfigKey{"data_timeout", ConfigType::kDuration, "5m",
+              "wait for more message data", {}, 1, 86400},
+    ConfigKey{"failed_login_delay", ConfigType::kDuration, "1s",
+              "wait before answering a failed AUTH; doubles per failure from one address", {},
+              0, 60},
+    ConfigKey{"failed_login_delay_max", ConfigType::kDuration, "16s",
+              "longest wait after failed AUTH", {}, 0, 600},
+    ConfigKey{"run_as", ConfigType::kString, "",
+              "user the SMTP side becomes after binding; empty: the mail user"},
+    ConfigKey{"pid_file", ConfigType::kPath, "", "PID file written by the daemon"},
+};
+inline constexpr auto kMtaConfigKeys = join_config_keys(kMailboxConfigKeys, kMtaOnlyKeys);
+
+enum class VrfyMode { kAmbiguous, kCheck, kOff };
+
+struct MtaSettings {
+  MailboxSettings mailbox;
+  std::string hostname;
+  std::vector<std::string> local_domains;  // hostname and localhost included
+  std::vector<Network> relay_networks;
+  std::string aliases;
+  std::string spool_dir;
+  std::uint64_t spool_reserve = 0;
+  std::vector<ListenAddress> listen;
+  std::vector<ListenAddress> listen_submission;
+  std::vector<ListenAddress> listen_smtps;
+  std::string tls_certificate;
+  std::string tls_key;
+  bool auth = true;
+  std::uint64_t max_message_size = 0;
+  std::size_t max_recipients = 1000;
+  std::size_t max_line_length = 1000;
+  bool normalize_bare_lf = false;
+  bool smtputf8 = true;
+  VrfyMode vrfy = VrfyMode::kAmbiguous;
+  std::chrono::seconds greeting_delay{0};
+  std::size_t max_sessions = 10000;
+  std::size_t max_sessions_per_address = 50;
+  std::size_t max_errors = 20;
+  std::chrono::seconds command_timeout{300};
+  std::chrono::seconds data_timeout{300};
+  std::chrono::milliseconds failed_login_delay{1000};
+  std::chrono::milliseconds failed_login_delay_max{16000};
+  std::string run_as;
+  std::string pid_file;
+};
+
+Result<MtaSettings> mta_settings_from(const Config& config);
+
+// This host's name: gethostname(), completed from the resolver when it has no dot.
+std::string system_hostname();
+
+}  // namespace mailwright::mta

@@ -1,0 +1,80 @@
+// What every SMTP session of the mta shares (MtaContext: settings, the spool, the account and
+// alias lookups, the password check), and the part of smtp::SessionHost that does not depend
+// on how the session is driven (SpoolSessionHost: recipients, spool files). The daemon's
+// connections and the inetd/stdio session (-bs) derive from it and add committing, AUTH
+// and TLS in their own way, so both apply exactly the same policy.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "libmail/accounts.h"
+#include "mta/aliases.h"
+#include "mta/mta_config.h"
+#include "mta/smtp_session.h"
+#include "mta/spool.h"
+
+namespace mailwright::mta {
+
+// Checks SMTP AUTH passwords. The answer may come later, from the event loop.
+class PasswordChecker {
+ public:
+  using Done = std::function<void(smtp::AuthResult)>;
+  virtual ~PasswordChecker() = default;
+  virtual void check(const std::string& user, const std::string& password,
+                     const std::string& peer, Done done) = 0;
+};
+
+struct MtaContext {
+  MtaSettings settings;
+  std::unique_ptr<Spool> spool;
+  std::unique_ptr<AccountDb> accounts;
+  std::optional<AliasTable> aliases;  // nullopt: no alias file
+  std::unique_ptr<PasswordChecker> passwords;  // null: no AUTH
+
+  // Whether a local name (lower case) is an account or an alias.
+  std::optional<bool> local_name_exists(std::string_view name) const;
+};
+
+// Loads the alias file the settings name, or nothing if it does not exist.
+Result<std::optional<AliasTable>> load_aliases(const std::string& path);
+
+class SpoolSessionHost : public smtp::SessionHost {
+ public:
+  SpoolSessionHost(MtaContext& context, std::string log_id)
+      : context_(context), log_id_(std::move(log_id)) {}
+  ~SpoolSessionHost() override;
+
+  RecipientVerdict check_recipient(const Path& path, bool relay_allowed) override;
+  std::optional<bool> local_name_exists(std::string_view name) override;
+  bool storage_available(std::uint64_t size) override;
+  Status open_message(Envelope& envelope) override;
+  Status write_message(std::string_view bytes) override;
+  void abort_message() override;
+  std::int64_t now() override;
+
+  const std::string& log_id() const { return log_id_; }
+
+ protected:
+  // The message written so far, for the driver's commit_message().
+  IncomingFile* incoming() { return incoming_ ? &*incoming_ : nullptr; }
+  // After the commit: logs the outcome and forgets the file.
+  void committed(const Status& status);
+
+  MtaContext& context_;
+  std::string log_id_;
+
+ private:
+  std::optional<IncomingFile> incoming_;
+  Envelope envelope_;  // of the open message, for the log
+  std::uint64_t size_ = 0;
+};
+
+// The SMTP session policy for a client, from the settings.
+smtp::SessionPolicy make_session_policy(const MtaContext& context, const std::string& peer,
+                                        bool relay_network, bool submission, bool tls_available,
+                                        bool tls_active);
+
+}  // namespace mailwright::mta
