@@ -189,7 +189,9 @@ class SmtpConnection final : public SpoolSessionHost {
       return;
     }
     set_timeouts();
-    if (session_.waiting() && session_.buffered_input() > kMaxHeldInput) {
+    const std::size_t held =
+        session_.buffered_input() + evbuffer_get_length(bufferevent_get_input(bev_.get()));
+    if (session_.waiting() && held > kMaxHeldInput) {
       bufferevent_disable(bev_.get(), EV_READ);
     } else {
       bufferevent_enable(bev_.get(), EV_READ);
@@ -283,9 +285,15 @@ class SmtpConnection final : public SpoolSessionHost {
     }
     if (what & BEV_EVENT_TIMEOUT) {
       log_info(self->log_id_, "timeout, closing");
-      if (!self->closing_) {
+      if (!self->closing_ && (what & BEV_EVENT_READING)) {
+        // RFC 5321 4.5.3.2: say why, then close; a client that does not read this either
+        // hits the write timeout and is cut off.
         self->send("421 4.4.2 " + self->server_.context_.settings.hostname +
                    " Timeout; closing the connection\r\n");
+        self->session_.input_closed();
+        self->closing_ = true;
+        self->maybe_finish();
+        return;
       }
     } else if (what & BEV_EVENT_ERROR) {
       unsigned long tls_error = bufferevent_get_openssl_error(self->bev_.get());
