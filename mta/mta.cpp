@@ -171,7 +171,7 @@ int check_setup(const MtaSettings& settings) {
     problem("listen_submission is set but AUTH needs TLS", "set tls_certificate and tls_key");
   }
   if (auto aliases = load_aliases(settings.aliases); !aliases) {
-    problem(aliases.error().text(), "correct the alias file, then run newaliases");
+    problem(aliases.error().text(), "correct the alias file at the line named");
   }
   if (auto accounts = open_account_db(settings.mailbox); !accounts) {
     problem(accounts.error().text(), "check accounts and account_file");

@@ -6,7 +6,6 @@
 
 #include <cstring>
 
-#include "libmail/accounts.h"
 #include "libmail/ascii.h"
 
 namespace mailwright::mta {
@@ -137,9 +136,8 @@ RecipientVerdict decide_recipient(const Path& path, const RecipientContext& cont
     v.local_name = name;
     return v;
   }
-  if (!is_valid_user_name(name)) {
-    return refuse(550, "5.1.1", "User unknown");
-  }
+  // No account and no alias can be named with '%', '!', '@', '/' or a control character
+  // (accounts.h, aliases.h), so such names are unknown users whatever the lookups say.
   const auto exists = context.local_name_exists ? context.local_name_exists(name)
                                                 : std::optional<bool>(false);
   if (!exists) return refuse(451, "4.3.0", "Cannot check the recipient now; try again later");

@@ -5,7 +5,7 @@
 // local names. The relay tricks of old all end in one of two places:
 //  - "u%other@local", "other!u@local", "\"u@other\"@local": the domain is local, so the whole
 //    local part is looked up as a local name. No account or alias can have '%', '!' or '@' in
-//    its name (is_valid_user_name), so they are unknown users: 550, never relayed.
+//    its name (accounts.h, aliases.h), so they are unknown users: 550, never relayed.
 //  - "@local:u@other" (a source route): the route is dropped by the parser (RFC 5321 C) and
 //    the mailbox u@other is judged like any remote address: relayed only for clients that may.
 // Address literals ("u@[192.0.2.1]") are accepted only from clients that may relay: we cannot
