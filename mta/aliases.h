@@ -14,9 +14,9 @@
 // Names are 1 to 64 octets of [A-Za-z0-9._+-], not starting with '.' or '-', and match without
 // regard to ASCII case. A target is an address (a local name of the same alphabet, or a mailbox
 // local@domain checked by parse_mailbox), `/path`, `|command`, `:include:/path` or `\name`. A
-// target holding blanks, commas or quotes is written as a whole in double quotes, inside which
-// a backslash escapes the next octet; only a command, a file or an include can be quoted whole
-// (`"joe smith"@example.org` is an address with a quoted local part, which parse_mailbox reads).
+// target holding blanks, commas, quotes or backslashes is written as a whole in double quotes, in
+// which a backslash escapes the next octet; only a command, a file or an include can be quoted
+// whole (`"joe smith"@example.org` is an address with a quoted local part, for parse_mailbox).
 // Targets never span lines: a line break separates targets like a comma, and a comma may end a
 // line. Blank and comment lines are skipped, also between an entry and its continuation lines.
 //
@@ -79,7 +79,7 @@ class AliasTable {
   // list's deliveries there instead of to the original sender.
   std::optional<std::string> owner_of(std::string_view list) const;
   std::size_t size() const { return entries_.size(); }
-  // Every name, lower case, sorted.
+  // Every name, lower case, sorted; the views live as long as the table.
   std::vector<std::string_view> names() const;
 
   // The table in canonical syntax, one line per entry in name order; parse() gives it back.

@@ -118,7 +118,7 @@ TEST_CASE("entries with every kind of target parse", "[aliases]") {
       "list: :include:/etc/mail/list, \":INCLUDE: /etc/mail/other list\"\n"
       "quoted-file: \"/var/mail/a \\\"b\\\" \\\\c\"\n"
       "owner-list: joe+lists@[192.0.2.1], \"joe smith\"@Example.net\n");
-  CHECK(table.size() == 9);
+  CHECK(table.size() == 8);
   CHECK(*table.find("postmaster") == std::vector{addr("root")});
   CHECK(*table.find("staff") ==
         std::vector{addr("alice"), addr("Bob@example.org"), mailbox("carol")});
@@ -479,7 +479,8 @@ TEST_CASE("each alias is expanded once, so a lattice cannot explode", "[aliases]
   for (int i = 0; i < 19; ++i) {
     const std::string next = "l" + std::to_string(i + 1);
     for (const char* side : {"a", "b"}) {
-      text += "l" + std::to_string(i) + side + ": " + next + "a, " + next + "b\n";
+      text.append("l").append(std::to_string(i)).append(side).append(": ");
+      text.append(next).append("a, ").append(next).append("b\n");
     }
   }
   text += "l19a: end\nl19b: end\n";

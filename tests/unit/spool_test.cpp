@@ -220,10 +220,16 @@ TEST_CASE("recover removes incoming leftovers and quarantines corrupt files", "[
   REQUIRE(good);
   write_message(*good);
   REQUIRE(spool->commit(*good));
-  // An unacknowledged one.
-  auto left = spool->create_incoming(new_queue_id());
-  REQUIRE(left);
-  write_message(*left);
+  // An unacknowledged one, left by a process that died (its lock went with it), and one
+  // still being written by a live session (locked), which recovery must leave alone.
+  {
+    auto left = spool->create_incoming(new_queue_id());
+    REQUIRE(left);
+    write_message(*left);
+  }
+  auto live = spool->create_incoming(new_queue_id());
+  REQUIRE(live);
+  write_message(*live);
   // A truncated queue file (a disk that lied), one whose ID does not match its name, and a
   // file whose name is not a queue id.
   std::string bad_id = new_queue_id();
@@ -242,7 +248,8 @@ TEST_CASE("recover removes incoming leftovers and quarantines corrupt files", "[
   REQUIRE(ids);
   REQUIRE(ids->size() == 1);
   CHECK((*ids)[0] == good->queue_id());
-  CHECK(count_files(root + "/incoming") == 0);
+  CHECK(count_files(root + "/incoming") == 1);
+  CHECK(exists(root + "/incoming/" + live->queue_id()));
   CHECK_FALSE(exists(root + "/queue/" + bad_id));
   CHECK(slurp(root + "/corrupt/" + bad_id) == full.substr(0, full.size() / 2));
   CHECK(exists(root + "/corrupt/" + renamed_id));
