@@ -256,6 +256,9 @@ int run_session(const MtaSettings& settings) {
   if (!prepared) return complain(prepared.error());
   Prepared& p = *prepared;
   if (!p.run_as.empty()) {
+    if (auto st = prepare_spool_root(settings.spool_dir, p.run_as); !st) {
+      return complain(st.error());
+    }
     if (auto st = become_user(p.run_as); !st) return complain(st.error());
   }
   p.pam = false;  // no AUTH in a single session: it would need root all along

@@ -53,6 +53,13 @@ class SmtpConnection final : public SpoolSessionHost {
     const auto delay = server_.context_.settings.greeting_delay;
     if (delay.count() > 0 && !tls_) {
       greeting_pending_ = true;
+      // The delay is ours, not the client's: command_timeout runs from the greeting on
+      // (set_timeouts() again when it is sent), else a delay as long as command_timeout
+      // would drop every client before it was greeted.
+      timeval limit{};
+      limit.tv_sec =
+          static_cast<time_t>(delay.count() + server_.context_.settings.command_timeout.count());
+      bufferevent_set_timeouts(bev_.get(), &limit, &limit);
       timeval tv = to_timeval(std::chrono::duration_cast<std::chrono::milliseconds>(delay));
       evtimer_add(timer_.get(), &tv);
       return;
@@ -127,6 +134,7 @@ class SmtpConnection final : public SpoolSessionHost {
         return;
       }
       self->send(self->session_.greeting());
+      self->set_timeouts();
       return;
     }
     if (self->auth_pending_) {
