@@ -15,15 +15,21 @@
 #include "libmail/event_loop.h"
 #include "libmail/log.h"
 #include "libmail/tls.h"
+#include "mta/lmtp_delivery.h"
+#include "mta/mailq.h"
+#include "mta/mda_launcher.h"
 #include "mta/password_checkers.h"
+#include "mta/queue_manager.h"
 #include "mta/smtp_server.h"
 #include "mta/stdio_session.h"
 
 namespace mailwright::mta {
 
 const char* mta_usage() {
-  return "usage: mta -bd [-v] [-C file]     SMTP daemon (-bD: in the foreground)\n"
+  return "usage: mta -bd [-qTIME] [-v] [-C file]  SMTP daemon and queue (-bD: in the foreground)\n"
          "       mta -bs [-v] [-C file]     one SMTP session on stdin/stdout (inetd)\n"
+         "       mta -q[Rdomain|Iid] [-v] [-C file]  deliver the queue once\n"
+         "       mta -bp [-C file]          list the queue (mailq)\n"
          "       mta -bP | -bV [-C file]    print the configuration | check the setup\n";
 }
 
@@ -54,9 +60,28 @@ Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args) {
         case 'V':
           o.mode = MtaMode::kCheck;
           break;
+        case 'p':
+          o.mode = MtaMode::kListQueue;
+          break;
         default:
           return usage("unknown option " + arg);
       }
+      continue;
+    }
+    if (arg.rfind("-q", 0) == 0) {
+      // sendmail's forms: -q, -q15m (with -bd: how often), -qRdomain, -qIid.
+      const std::string rest = arg.substr(2);
+      if (!rest.empty() && (rest[0] == 'R' || rest[0] == 'I')) {
+        std::string value = rest.substr(1);
+        if (value.empty()) {
+          if (i + 1 >= args.size()) return usage("option " + arg + " needs a value");
+          value = args[++i];
+        }
+        (rest[0] == 'R' ? o.queue_recipient : o.queue_id) = value;
+      } else if (!rest.empty()) {
+        o.queue_interval = rest;
+      }
+      o.queue_flag = true;
       continue;
     }
     if (arg == "-v") {
@@ -73,7 +98,17 @@ Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args) {
       return usage("unknown option " + arg);
     }
   }
-  if (!o.mode_given) return usage("give a mode: -bd, -bD, -bs, -bP or -bV");
+  if (o.queue_flag) {
+    if (!o.mode_given) {
+      if (!o.queue_interval.empty()) return usage("-q" + o.queue_interval + " goes with -bd");
+      o.mode = MtaMode::kQueueRun;
+      o.mode_given = true;
+    } else if (o.mode != MtaMode::kDaemon || !o.queue_recipient.empty() ||
+               !o.queue_id.empty()) {
+      return usage("-q goes alone, or as -qTIME with -bd");
+    }
+  }
+  if (!o.mode_given) return usage("give a mode: -bd, -bD, -bs, -bp, -q, -bP or -bV");
   return o;
 }
 
@@ -134,6 +169,16 @@ Result<Prepared> prepare(const MtaSettings& settings) {
   auto aliases = load_aliases(settings.aliases);
   if (!aliases) return aliases.error();
   p.context.aliases = std::move(*aliases);
+  if (!settings.transports.empty()) {
+    auto table = TransportTable::load(settings.transports);
+    if (!table) return table.error();
+    p.context.transports = std::move(*table);
+  }
+  if (!settings.relayhost.empty()) {
+    auto hop = parse_next_hop(settings.relayhost, 25);
+    if (!hop) return Error(hop.error()).with_context("relayhost");
+    p.context.relayhost = *hop;
+  }
   if (settings.auth) {
     if (mailbox.file_accounts) {
       auto again = open_account_db(mailbox);
@@ -202,6 +247,82 @@ bool stdin_is_socket() {
   return ::getsockopt(STDIN_FILENO, SOL_SOCKET, SO_TYPE, &type, &len) == 0;
 }
 
+// mda gets a minute per message part; it answers in milliseconds unless a mailbox is locked.
+constexpr std::chrono::seconds kMdaTimeout{600};
+
+// The mda launcher: a root process when we are root (system accounts need it), else direct.
+Result<MdaLauncher> make_launcher(const Prepared& p) {
+  MdaCommand command{p.context.settings.mda, p.context.settings.mda_config};
+  if (!p.run_as.empty()) return MdaLauncher::start_privileged(std::move(command));
+  return MdaLauncher::direct(std::move(command));
+}
+
+QueueSettings queue_settings(const MtaSettings& s, const MtaOptions& options) {
+  QueueSettings q;
+  q.retry_interval = s.retry_interval;
+  q.max_retry_interval = s.max_retry_interval;
+  q.delay_warning = s.delay_warning;
+  q.max_queue_lifetime = s.max_queue_lifetime;
+  q.rescan_interval = s.queue_rescan;
+  q.max_deliveries = s.max_deliveries;
+  if (!options.queue_interval.empty()) {
+    // -q15m: sendmail's way of asking for queue runs every 15 minutes.
+    auto config = Config::parse("queue_rescan = " + options.queue_interval + "\n", "-q",
+                                kMtaConfigKeys);
+    if (config) q.rescan_interval = config->get_duration("queue_rescan");
+  }
+  return q;
+}
+
+int run_queue(const MtaOptions& options, const MtaSettings& settings) {
+  auto prepared = prepare(settings);
+  if (!prepared) return complain(prepared.error());
+  Prepared& p = *prepared;
+  if (!p.run_as.empty()) {
+    if (auto st = prepare_spool_root(settings.spool_dir, p.run_as); !st) {
+      return complain(st.error());
+    }
+  }
+  auto launcher = make_launcher(p);
+  if (!launcher) return complain(launcher.error());
+  if (!p.run_as.empty()) {
+    if (auto st = become_user(p.run_as); !st) return complain(st.error());
+  }
+  if (auto st = open_spool(p.context); !st) return complain(st.error());
+  if (auto recovered = p.context.spool->recover(); !recovered) {
+    return complain(recovered.error());
+  }
+  EventBase base = make_event_base();
+  LmtpDelivery local(base.get(), *launcher, settings.hostname, kMdaTimeout);
+  QueueManager queue(base.get(), p.context, queue_settings(settings, options), local, nullptr);
+  QueueFilter filter{options.queue_recipient, options.queue_id};
+  bool done = false;
+  if (auto st = queue.run_once(filter, [&] {
+        done = true;
+        event_base_loopexit(base.get(), nullptr);
+      });
+      !st) {
+    return complain(st.error());
+  }
+  if (!done) event_base_dispatch(base.get());
+  return EX_OK;
+}
+
+int list_queue(const MtaSettings& settings) {
+  MtaContext context;
+  context.settings = settings;
+  if (::geteuid() == 0) {
+    const std::string user = settings.run_as.empty() ? std::string(build::kMailUser)
+                                                     : settings.run_as;
+    if (auto st = become_user(user); !st) return complain(st.error());
+  }
+  if (auto st = open_spool(context); !st) return complain(st.error());
+  auto listing = format_queue_listing(*context.spool);
+  if (!listing) return complain(listing.error());
+  std::fputs(listing->c_str(), stdout);
+  return EX_OK;
+}
+
 int run_daemon(const MtaOptions& options, const MtaSettings& settings) {
   auto prepared = prepare(settings);
   if (!prepared) return complain(prepared.error());
@@ -227,6 +348,10 @@ int run_daemon(const MtaOptions& options, const MtaSettings& settings) {
       if (!helper) return complain(helper.error());
       pam_helper = std::move(*helper);
     }
+  }
+  auto launcher = make_launcher(p);
+  if (!launcher) return complain(launcher.error());
+  if (!p.run_as.empty()) {
     if (auto st = become_user(p.run_as); !st) return complain(st.error());
   }
   if (auto st = open_spool(p.context); !st) return complain(st.error());
@@ -241,8 +366,12 @@ int run_daemon(const MtaOptions& options, const MtaSettings& settings) {
   if (pam_helper) {
     p.context.passwords = std::make_unique<PamPasswordChecker>(base.get(), std::move(pam_helper));
   }
+  LmtpDelivery local(base.get(), *launcher, settings.hostname, kMdaTimeout);
+  QueueManager queue(base.get(), p.context, queue_settings(settings, options), local, nullptr);
   SmtpServer server(base.get(), p.context, p.tls.get());
+  server.set_on_queued([&queue](const std::string& id) { queue.add(id); });
   if (auto st = server.listen(running->listeners); !st) return complain(st.error());
+  if (auto st = queue.start(); !st) return complain(st.error());
   SignalEvents signals(
       base.get(), [] { log_info("-", "stopping"); },
       [] { log_notice("-", "SIGHUP: restart mta to read a changed configuration"); });
@@ -277,7 +406,7 @@ int run_session(const MtaSettings& settings) {
 int run_mta(const MtaOptions& options) {
   const bool to_stderr = options.verbose || options.foreground ||
                          options.mode == MtaMode::kPrintConfig ||
-                         options.mode == MtaMode::kCheck;
+                         options.mode == MtaMode::kCheck || options.mode == MtaMode::kListQueue;
   log_open("mta", to_stderr ? LogTarget::kStderr : LogTarget::kSyslog, options.verbose);
   ignore_disruptive_signals();
   ::umask(077);
@@ -295,6 +424,10 @@ int run_mta(const MtaOptions& options) {
       return check_setup(*settings);
     case MtaMode::kSmtpSession:
       return run_session(*settings);
+    case MtaMode::kQueueRun:
+      return run_queue(options, *settings);
+    case MtaMode::kListQueue:
+      return list_queue(*settings);
     case MtaMode::kDaemon:
     case MtaMode::kPrintConfig:
       break;

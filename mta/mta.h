@@ -13,6 +13,8 @@ enum class MtaMode {
   kSmtpSession,  // -bs: one SMTP session on stdin/stdout (inetd, or a program's pipes)
   kPrintConfig,  // -bP: the configuration in effect
   kCheck,        // -bV: check the configuration and the spool, report problems with the fix
+  kQueueRun,     // -q, -qR..., -qI...: deliver what is queued, once, then exit
+  kListQueue,    // -bp: list the queue (mailq)
 };
 
 struct MtaOptions {
@@ -21,6 +23,10 @@ struct MtaOptions {
   bool verbose = false;     // -v
   std::string config_path;  // -C
   bool mode_given = false;
+  bool queue_flag = false;
+  std::string queue_recipient;  // -qR
+  std::string queue_id;         // -qI
+  std::string queue_interval;   // -q15m with -bd: the rescan interval, as given
 };
 
 Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args);

@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "build_paths.h"
 #include "libmail/address.h"
 #include "libmail/ascii.h"
 
@@ -97,6 +98,18 @@ Result<MtaSettings> mta_settings_from(const Config& config) {
   s.data_timeout = config.get_duration("data_timeout");
   s.failed_login_delay = config.get_duration("failed_login_delay");
   s.failed_login_delay_max = config.get_duration("failed_login_delay_max");
+  s.mda = config.get_string("mda");
+  if (s.mda.empty()) s.mda = std::string(build::kLibexecDir) + "/mda";
+  s.mda_config = config.get_string("mda_config");
+  s.relayhost = config.get_string("relayhost");
+  s.transports = config.get_string("transports");
+  s.smtp_port = static_cast<std::uint16_t>(config.get_int("smtp_port"));
+  s.retry_interval = config.get_duration("retry_interval");
+  s.max_retry_interval = config.get_duration("max_retry_interval");
+  s.delay_warning = config.get_duration("delay_warning");
+  s.max_queue_lifetime = config.get_duration("max_queue_lifetime");
+  s.queue_rescan = config.get_duration("queue_rescan");
+  s.max_deliveries = static_cast<std::size_t>(config.get_int("max_deliveries"));
   s.run_as = config.get_string("run_as");
   s.pid_file = config.get_string("pid_file");
   return s;

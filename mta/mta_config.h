@@ -69,6 +69,28 @@ inline constexpr std::array kMtaOnlyKeys{
               0, 60},
     ConfigKey{"failed_login_delay_max", ConfigType::kDuration, "16s",
               "longest wait after failed AUTH", {}, 0, 600},
+    ConfigKey{"mda", ConfigType::kPath, "",
+              "the mda binary for local delivery; empty: the installed one"},
+    ConfigKey{"mda_config", ConfigType::kPath, "", "configuration file passed to mda with -C"},
+    ConfigKey{"relayhost", ConfigType::kString, "",
+              "send all non-local mail to this host: [host]:port (no MX lookup) or host"},
+    ConfigKey{"transports", ConfigType::kPath, "",
+              "transport table: domain to smtp:[host]:port, local or error:text per line"},
+    ConfigKey{"smtp_port", ConfigType::kInt, "25", "port of the MX hosts mail is sent to", {}, 1,
+              65535},
+    ConfigKey{"retry_interval", ConfigType::kDuration, "15m",
+              "first retry of a deferred recipient; doubles after each failed attempt", {}, 1,
+              86400},
+    ConfigKey{"max_retry_interval", ConfigType::kDuration, "4h", "longest wait between retries",
+              {}, 1, 7 * 86400},
+    ConfigKey{"delay_warning", ConfigType::kDuration, "4h",
+              "tell the sender when mail has waited this long; 0: never", {}, 0, 30 * 86400},
+    ConfigKey{"max_queue_lifetime", ConfigType::kDuration, "5d",
+              "return mail that could not be delivered for this long", {}, 1, 365 * 86400},
+    ConfigKey{"queue_rescan", ConfigType::kDuration, "5m",
+              "how often the daemon looks for mail other processes queued", {}, 1, 86400},
+    ConfigKey{"max_deliveries", ConfigType::kInt, "50", "messages being delivered at once", {}, 1,
+              10000},
     ConfigKey{"run_as", ConfigType::kString, "",
               "user the SMTP side becomes after binding; empty: the mail user"},
     ConfigKey{"pid_file", ConfigType::kPath, "", "PID file written by the daemon"},
@@ -105,6 +127,17 @@ struct MtaSettings {
   std::chrono::seconds data_timeout{300};
   std::chrono::milliseconds failed_login_delay{1000};
   std::chrono::milliseconds failed_login_delay_max{16000};
+  std::string mda;  // resolved: never empty
+  std::string mda_config;
+  std::string relayhost;
+  std::string transports;
+  std::uint16_t smtp_port = 25;
+  std::chrono::seconds retry_interval{900};
+  std::chrono::seconds max_retry_interval{4 * 3600};
+  std::chrono::seconds delay_warning{4 * 3600};
+  std::chrono::seconds max_queue_lifetime{5 * 86400};
+  std::chrono::seconds queue_rescan{300};
+  std::size_t max_deliveries = 50;
   std::string run_as;
   std::string pid_file;
 };

@@ -137,6 +137,8 @@ void append_state(std::string& out, const Recipient& r) {
     append_line(out, "NEXT", std::to_string(r.next_attempt));
   if (!r.last_error.empty())
     append_line(out, "ERROR", r.last_error);
+  if (r.warned)
+    append_line(out, "WARNED", "1");
 }
 
 std::string notify_text(unsigned notify) {
@@ -190,7 +192,8 @@ std::optional<unsigned> parse_notify(std::string_view v) {
 // Recipient state keys, shared by the envelope and the state file. Returns true if line.key was
 // one of them; seen tracks duplicates within one recipient.
 Result<bool> parse_state_key(const Line& line, Recipient& r, std::set<std::string_view>& seen) {
-  if (line.key != "STATE" && line.key != "ATTEMPTS" && line.key != "NEXT" && line.key != "ERROR") {
+  if (line.key != "STATE" && line.key != "ATTEMPTS" && line.key != "NEXT" && line.key != "ERROR" &&
+      line.key != "WARNED") {
     return false;
   }
   if (!seen.insert(line.key).second)
@@ -214,6 +217,10 @@ Result<bool> parse_state_key(const Line& line, Recipient& r, std::set<std::strin
     if (!n)
       return n.error();
     r.next_attempt = *n;
+  } else if (line.key == "WARNED") {
+    if (!line.has_value || line.value != "1")
+      return line_error(line, "bad WARNED value");
+    r.warned = true;
   } else {
     auto v = value_of(line);
     if (!v)
@@ -365,7 +372,7 @@ Result<Envelope> parse_envelope(std::string_view head, std::size_t& body_offset)
       continue;
     }
     if (key == "ORCPT" || key == "NOTIFY" || key == "STATE" || key == "ATTEMPTS" || key == "NEXT" ||
-        key == "ERROR") {
+        key == "ERROR" || key == "WARNED") {
       if (current == nullptr)
         return line_error(line, "recipient key before RCPT");
       if (key == "ORCPT") {
@@ -546,6 +553,7 @@ Status apply_state_file(std::string_view text, Envelope& envelope) {
     r.attempts = states[i].attempts;
     r.next_attempt = states[i].next_attempt;
     r.last_error = std::move(states[i].last_error);
+    r.warned = states[i].warned;
   }
   return {};
 }

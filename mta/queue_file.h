@@ -31,6 +31,7 @@
 //   ATTEMPTS 3                      optional (default 0)
 //   NEXT 1700003600                 optional (default 0): next attempt, seconds since the epoch
 //   ERROR 451 4.4.1 ...             optional: last error, one line
+//   WARNED 1                        optional: a delay warning was sent for this recipient
 //   END                             end of the envelope; the message starts after its LF
 //
 // Keys may come in any order, but version first; each singleton key at most once, each
@@ -92,6 +93,7 @@ struct Recipient {
   std::uint32_t attempts = 0;
   std::int64_t next_attempt = 0;  // seconds since the epoch; 0 = as soon as possible
   std::string last_error;         // serialized escaped, so it stays one line whatever it holds
+  bool warned = false;            // the sender has had a delay warning for this recipient
 
   friend bool operator==(const Recipient&, const Recipient&) = default;
 };

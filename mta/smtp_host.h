@@ -13,6 +13,7 @@
 #include "libmail/accounts.h"
 #include "mta/aliases.h"
 #include "mta/mta_config.h"
+#include "mta/routing.h"
 #include "mta/smtp_session.h"
 #include "mta/spool.h"
 
@@ -33,6 +34,8 @@ struct MtaContext {
   std::unique_ptr<AccountDb> accounts;
   std::optional<AliasTable> aliases;  // nullopt: no alias file
   std::unique_ptr<PasswordChecker> passwords;  // null: no AUTH
+  std::optional<TransportTable> transports;    // nullopt: none configured
+  std::optional<NextHop> relayhost;            // nullopt: MX lookups
 
   // Whether a local name (lower case) is an account or an alias.
   std::optional<bool> local_name_exists(std::string_view name) const;

@@ -462,6 +462,10 @@ void SmtpServer::on_commit(evutil_socket_t, short, void* arg) {
     }
   }
   Status batch_status = self->context_.spool->commit_batch(files);
+  std::vector<std::string> queued;
+  for (IncomingFile* f : files) {
+    if (f->committed()) queued.push_back(f->queue_id());
+  }
   for (std::size_t i = 0; i < owners.size(); ++i) {
     // A connection can be removed by another's callback in this loop only through remove(),
     // which also takes it out of the queue we already swapped away: check it is still there.
@@ -471,6 +475,9 @@ void SmtpServer::on_commit(evutil_socket_t, short, void* arg) {
                     : (batch_status ? Status(Error::temporary(EX_IOERR, "4.3.0", "not committed"))
                                     : batch_status);
     owners[i]->commit_done(st);
+  }
+  if (self->on_queued_) {
+    for (const std::string& id : queued) self->on_queued_(id);
   }
 }
 

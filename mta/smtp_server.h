@@ -12,6 +12,7 @@
 // talker check after greeting_delay, and a failed-AUTH delay that grows per client address.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -43,6 +44,10 @@ class SmtpServer {
   // Serves one connected socket (inetd); the loop ends when it is done.
   void serve_connected(int fd, const std::string& tag);
   std::size_t sessions() const { return connections_.size(); }
+  // Called with the id of every message once it is durably queued.
+  void set_on_queued(std::function<void(const std::string&)> on_queued) {
+    on_queued_ = std::move(on_queued);
+  }
 
  private:
   friend class SmtpConnection;
@@ -68,6 +73,7 @@ class SmtpServer {
   Event commit_event_;
   std::uint64_t next_id_ = 1;
   bool exit_when_idle_ = false;
+  std::function<void(const std::string&)> on_queued_;
 };
 
 }  // namespace mailwright::mta

@@ -351,6 +351,29 @@ Result<Envelope> Spool::load_envelope(std::string_view queue_id, std::size_t& bo
   return envelope;
 }
 
+Result<UniqueFd> Spool::open_queue_file(std::string_view queue_id) {
+  if (!is_valid_queue_id(queue_id))
+    return Error::permanent(EX_DATAERR, "5.3.0", "bad queue id");
+  std::string name(queue_id);
+  UniqueFd fd(::openat(queue_fd_.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd)
+    return Error::from_errno(EX_IOERR, "open queue/" + name, errno);
+  return fd;
+}
+
+Result<std::vector<std::string>> Spool::list_queue() const {
+  auto names = list_directory(queue_fd_.get(), "queue");
+  if (!names)
+    return names.error();
+  std::vector<std::string> ids;
+  for (std::string& name : *names) {
+    if (is_valid_queue_id(name))
+      ids.push_back(std::move(name));
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 Status Spool::write_state(const Envelope& envelope) {
   if (!is_valid_queue_id(envelope.queue_id)) {
     return Error::permanent(EX_SOFTWARE, "5.3.0", "invalid queue id");

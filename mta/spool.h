@@ -104,6 +104,10 @@ class Spool {
   // Reads queue/ID's envelope with its state file applied; body_offset is where the message
   // starts in queue/ID.
   Result<Envelope> load_envelope(std::string_view queue_id, std::size_t& body_offset);
+  // queue/ID opened for reading (O_NOFOLLOW), for delivery and its lock (flock).
+  Result<UniqueFd> open_queue_file(std::string_view queue_id);
+  // The ids in queue/, sorted (= by arrival); names that are not queue ids are skipped.
+  Result<std::vector<std::string>> list_queue() const;
   // Durably replaces state/ID with the recipient states of envelope.
   Status write_state(const Envelope& envelope);
   // Deletes a message that is done: queue/ID, then state/ID.

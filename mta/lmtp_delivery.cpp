@@ -1,0 +1,275 @@
+#include "mta/lmtp_delivery.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <memory>
+
+#include "libmail/ascii.h"
+#include "libmail/log.h"
+
+namespace mailwright::mta {
+namespace {
+
+constexpr std::size_t kMaxReplyBuffer = 64 * 1024;
+
+std::string status_of(int code, std::string_view text) {
+  // An enhanced status code leads the text when the peer has ENHANCEDSTATUSCODES (mda has).
+  if (text.size() >= 5 && text[1] == '.' && (text[0] == '2' || text[0] == '4' || text[0] == '5') &&
+      text[0] == static_cast<char>('0' + code / 100)) {
+    const auto space = text.find(' ');
+    return std::string(text.substr(0, space));
+  }
+  return code >= 500 ? "5.0.0" : code >= 400 ? "4.0.0" : "2.0.0";
+}
+
+DeliveryOutcome outcome_of(int code, const std::string& text) {
+  const std::string diagnostic = "smtp; " + std::to_string(code) + " " + text;
+  if (code >= 200 && code < 300) return DeliveryOutcome::delivered(diagnostic);
+  if (code >= 500 && code < 600) return DeliveryOutcome::failed(status_of(code, text), diagnostic);
+  return DeliveryOutcome::deferred(code >= 400 ? status_of(code, text) : "4.3.0", diagnostic);
+}
+
+}  // namespace
+
+ParsedReply read_reply(std::string_view buffer) {
+  ParsedReply r;
+  std::size_t pos = 0;
+  for (;;) {
+    const std::size_t lf = buffer.find('\n', pos);
+    if (lf == std::string_view::npos) return ParsedReply{};
+    std::string_view line = buffer.substr(pos, lf - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    pos = lf + 1;
+    int code = 0;
+    if (line.size() < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
+        line[2] < '0' || line[2] > '9' || (line.size() > 3 && line[3] != ' ' && line[3] != '-')) {
+      r.code = 0;
+      r.consumed = pos;
+      return r;
+    }
+    code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+    const bool more = line.size() > 3 && line[3] == '-';
+    if (!more) {
+      r.code = code;
+      r.text = std::string(line.size() > 4 ? line.substr(4) : std::string_view());
+      r.consumed = pos;
+      return r;
+    }
+  }
+}
+
+class LmtpDelivery::Session {
+ public:
+  Session(LmtpDelivery& owner, LmtpJob job) : owner_(owner), job_(std::move(job)) {
+    outcomes_.resize(job_.users.size());
+    decided_.resize(job_.users.size(), false);
+  }
+
+  void start() {
+    auto fd = owner_.launcher_.launch();
+    if (!fd) {
+      fail_all(fd.error().text());
+      return;
+    }
+    evutil_make_socket_nonblocking(fd->get());
+    bev_.reset(bufferevent_socket_new(owner_.base_, fd->release(), BEV_OPT_CLOSE_ON_FREE));
+    if (!bev_) {
+      fail_all("bufferevent_socket_new failed");
+      return;
+    }
+    bufferevent_setcb(bev_.get(), &Session::on_read, nullptr, &Session::on_event, this);
+    timeval tv{};
+    tv.tv_sec = owner_.timeout_.count();
+    bufferevent_set_timeouts(bev_.get(), &tv, &tv);
+    bufferevent_enable(bev_.get(), EV_READ | EV_WRITE);
+  }
+
+ private:
+  enum class Step { kGreeting, kLhlo, kMail, kRcpt, kData, kQuit, kDone };
+
+  static void on_read(bufferevent*, void* arg) { static_cast<Session*>(arg)->read(); }
+
+  static void on_event(bufferevent*, short what, void* arg) {
+    auto* self = static_cast<Session*>(arg);
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+      self->fail_all(what & BEV_EVENT_TIMEOUT ? "timeout talking to mda"
+                                             : "mda closed the connection");
+    }
+  }
+
+  void send(const std::string& text) { bufferevent_write(bev_.get(), text.data(), text.size()); }
+
+  void read() {
+    evbuffer* in = bufferevent_get_input(bev_.get());
+    for (;;) {
+      const std::size_t len = evbuffer_get_length(in);
+      if (len == 0) return;
+      const auto* data = reinterpret_cast<const char*>(evbuffer_pullup(in, -1));
+      ParsedReply reply = read_reply(std::string_view(data, len));
+      if (reply.consumed == 0) {
+        if (len > kMaxReplyBuffer) fail_all("reply from mda too long");
+        return;
+      }
+      evbuffer_drain(in, reply.consumed);
+      if (reply.code == 0) {
+        fail_all("malformed reply from mda");
+        return;
+      }
+      if (!handle(reply)) return;
+    }
+  }
+
+  // Returns false once the session is over (this object may be gone).
+  bool handle(const ParsedReply& reply) {
+    switch (step_) {
+      case Step::kGreeting:
+        if (reply.code != 220) return fail_all("mda greeting: " + reply.text);
+        send("LHLO " + owner_.hostname_ + "\r\n");
+        step_ = Step::kLhlo;
+        return true;
+      case Step::kLhlo:
+        if (reply.code != 250) return fail_all("LHLO: " + reply.text);
+        send_transaction();
+        step_ = Step::kMail;
+        return true;
+      case Step::kMail:
+        if (reply.code != 250) {
+          // The transaction failed as a whole: each recipient gets MAIL's answer, and mda
+          // answers the RCPTs and the BDAT we pipelined with errors we skip.
+          for (std::size_t i = 0; i < outcomes_.size(); ++i) {
+            outcomes_[i] = outcome_of(reply.code, "MAIL: " + reply.text);
+            decided_[i] = true;
+          }
+          skip_ = job_.users.size() + 1;
+          step_ = Step::kQuit;
+          return true;
+        }
+        step_ = Step::kRcpt;
+        return true;
+      case Step::kRcpt:
+        if (reply.code >= 200 && reply.code < 300) {
+          accepted_.push_back(rcpt_index_);
+        } else {
+          outcomes_[rcpt_index_] = outcome_of(reply.code, reply.text);
+          decided_[rcpt_index_] = true;
+        }
+        if (++rcpt_index_ == job_.users.size()) {
+          step_ = Step::kData;
+          // No recipient accepted: one answer to BDAT (an error) and then QUIT's.
+          if (accepted_.empty()) {
+            skip_ = 1;
+            step_ = Step::kQuit;
+          }
+        }
+        return true;
+      case Step::kData:
+        // RFC 2033 4.2: one reply per accepted recipient, in RCPT order.
+        outcomes_[accepted_[data_index_]] = outcome_of(reply.code, reply.text);
+        decided_[accepted_[data_index_]] = true;
+        if (++data_index_ == accepted_.size()) step_ = Step::kQuit;
+        return true;
+      case Step::kQuit:
+        if (skip_ > 0) {
+          --skip_;
+          return true;
+        }
+        // QUIT's 221: everything is known.
+        return finish();
+      case Step::kDone:
+        return false;
+    }
+    return false;
+  }
+
+  void send_transaction() {
+    std::string cmds = "MAIL FROM:<" + job_.sender + ">";
+    if (job_.smtputf8) cmds += " SMTPUTF8";
+    cmds += "\r\n";
+    for (const std::string& user : job_.users) cmds += "RCPT TO:<" + user + ">\r\n";
+    char bdat[64];
+    std::snprintf(bdat, sizeof bdat, "BDAT %" PRIu64 " LAST\r\n", job_.length);
+    cmds += bdat;
+    send(cmds);
+    if (job_.length > 0) {
+      // Straight from the queue file; libevent uses sendfile or mmap where it can.
+      evbuffer_file_segment* seg = evbuffer_file_segment_new(
+          job_.message_fd, static_cast<ev_off_t>(job_.offset),
+          static_cast<ev_off_t>(job_.length), 0);
+      if (seg == nullptr ||
+          evbuffer_add_file_segment(bufferevent_get_output(bev_.get()), seg, 0, -1) != 0) {
+        if (seg != nullptr) evbuffer_file_segment_free(seg);
+        fail_all("cannot read the queue file");
+        return;
+      }
+      evbuffer_file_segment_free(seg);  // the buffer holds its own reference
+    }
+    send("QUIT\r\n");
+  }
+
+  bool fail_all(const std::string& why) {
+    if (step_ == Step::kDone) return false;
+    log_warning(job_.log_id, "local delivery: %s", why.c_str());
+    for (std::size_t i = 0; i < outcomes_.size(); ++i) {
+      if (!decided_[i]) outcomes_[i] = DeliveryOutcome::deferred("4.3.0", "x-local; " + why);
+    }
+    return finish();
+  }
+
+  bool finish() {
+    step_ = Step::kDone;
+    if (bev_) bufferevent_setcb(bev_.get(), nullptr, nullptr, nullptr, nullptr);
+    auto done = std::move(job_.done);
+    auto outcomes = std::move(outcomes_);
+    LmtpDelivery& owner = owner_;
+    owner.finished(this);  // deletes this, later
+    // The caller learns the result from the event loop, never from inside deliver().
+    auto* call = new std::pair<decltype(done), decltype(outcomes)>(std::move(done),
+                                                                  std::move(outcomes));
+    event_base_once(
+        owner.base_, -1, EV_TIMEOUT,
+        [](evutil_socket_t, short, void* p) {
+          std::unique_ptr<std::pair<std::function<void(std::vector<DeliveryOutcome>)>,
+                                    std::vector<DeliveryOutcome>>>
+              c(static_cast<std::pair<std::function<void(std::vector<DeliveryOutcome>)>,
+                                      std::vector<DeliveryOutcome>>*>(p));
+          if (c->first) c->first(std::move(c->second));
+        },
+        call, nullptr);
+    return false;
+  }
+
+ public:
+  ~Session() = default;
+
+ private:
+  LmtpDelivery& owner_;
+  LmtpJob job_;
+  BufferEvent bev_;
+  Step step_ = Step::kGreeting;
+  std::vector<DeliveryOutcome> outcomes_;
+  std::vector<bool> decided_;
+  std::vector<std::size_t> accepted_;
+  std::size_t rcpt_index_ = 0;
+  std::size_t data_index_ = 0;
+  std::size_t skip_ = 0;
+};
+
+LmtpDelivery::~LmtpDelivery() {
+  for (Session* s : sessions_) delete s;
+}
+
+void LmtpDelivery::deliver(LmtpJob job) {
+  auto* session = new Session(*this, std::move(job));
+  sessions_.push_back(session);
+  session->start();
+}
+
+void LmtpDelivery::finished(Session* session) {
+  sessions_.erase(std::remove(sessions_.begin(), sessions_.end(), session), sessions_.end());
+  event_base_once(
+      base_, -1, EV_TIMEOUT, [](evutil_socket_t, short, void* p) { delete static_cast<Session*>(p); },
+      session, nullptr);
+}
+
+}  // namespace mailwright::mta
