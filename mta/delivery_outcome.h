@@ -12,7 +12,7 @@ struct DeliveryOutcome {
   std::string status;       // RFC 3463, e.g. "5.1.1"
   std::string diagnostic;   // "smtp; 550 5.1.1 User unknown", "x-local; ..." (RFC 3464 2.3.6)
   std::string remote_host;  // the MTA that answered, for DSN Remote-MTA; "" when local
-  bool expanded = false;    // an alias turned into a new message (no success report for it)
+  bool expanded = false;    // an alias turned into a new message (DSN action "expanded")
 
   static DeliveryOutcome delivered(std::string diagnostic = {}, std::string host = {}) {
     return {Kind::kDelivered, "2.0.0", std::move(diagnostic), std::move(host)};

@@ -25,7 +25,8 @@ constexpr std::size_t kTextWidth = 76;
 constexpr std::size_t kLongWord = 900;
 
 bool is_ascii(std::string_view s) {
-  return std::none_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+  return std::none_of(s.begin(), s.end(),
+                      [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
 }
 
 // Length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, at most
@@ -37,7 +38,8 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i, char32_t& cp) {
   if (b0 < 0x80) {
     cp = b0;
     return 1;
-  } else if (b0 >= 0xC2 && b0 <= 0xDF) {
+  }
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
     len = 2;
     cp = b0 & 0x1F;
     min = 0x80;
@@ -448,15 +450,17 @@ std::string text_part(const DsnInput& in, const std::vector<std::string>& status
   std::string intro;
   switch (in.kind) {
     case DsnKind::kFailure:
-      intro = "Your message could not be delivered to one or more of its recipients. The details "
-              "are below, followed by ";
+      intro =
+          "Your message could not be delivered to one or more of its recipients. The details "
+          "are below, followed by ";
       intro += full_content ? "your message." : "the header of your message.";
       intro += " If you need help, please send this report to your postmaster.";
       break;
     case DsnKind::kDelay:
-      intro = "Your message has not been delivered yet to the recipients below. The mail system "
-              "will keep trying; there is no need to send it again. You will be told if it "
-              "cannot be delivered in the end.";
+      intro =
+          "Your message has not been delivered yet to the recipients below. The mail system "
+          "will keep trying; there is no need to send it again. You will be told if it "
+          "cannot be delivered in the end.";
       break;
     case DsnKind::kSuccess:
       intro = "Your message was delivered to the recipients below, as you asked to be told.";
@@ -597,7 +601,8 @@ Result<Dsn> make_dsn(const DsnInput& in) {
   std::string_view to_raw = in.to;
   if (to_raw.size() >= 2 && to_raw.front() == '<' && to_raw.back() == '>')
     to_raw = to_raw.substr(1, to_raw.size() - 2);
-  if (!is_bounce_allowed(to_raw))
+  const std::string to = sanitize(to_raw, in.smtputf8, kMaxValue);
+  if (!is_bounce_allowed(to_raw) || to.empty())
     return Error::permanent(EX_SOFTWARE, "5.3.0", "no DSN to the null sender");
   if (in.recipients.empty())
     return Error::permanent(EX_SOFTWARE, "5.3.0", "DSN without recipients");
@@ -652,9 +657,11 @@ Result<Dsn> make_dsn(const DsnInput& in) {
     }
   }
 
-  // Message-ID: the caller's unique id (dot-atom text only) and a digest of the content.
+  // Message-ID: the caller's unique id (letters, digits, '-' and '_' of it) and a digest of the
+  // content, so two DSNs differ even if a caller repeats an id.
   std::string id_left;
-  for (char c : std::string_view(in.unique_id).substr(0, std::min(in.unique_id.size(), kMaxValue))) {
+  for (char c :
+       std::string_view(in.unique_id).substr(0, std::min(in.unique_id.size(), kMaxValue))) {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
         c == '_') {
       id_left.push_back(c);
@@ -665,7 +672,6 @@ Result<Dsn> make_dsn(const DsnInput& in) {
   std::string from = sanitize(in.from, false, kMaxValue);
   if (from.empty())
     from = "MAILER-DAEMON@" + domain;
-  const std::string to = sanitize(to_raw, global, kMaxValue);
   const bool any_8bit = text_8bit || status_8bit || returned_8bit;
 
   Dsn dsn;
@@ -678,10 +684,9 @@ Result<Dsn> make_dsn(const DsnInput& in) {
   m += format_header("Message-ID", "<" + id_left + "@" + domain + ">");
   m += format_header("Auto-Submitted", "auto-replied");
   m += format_header("MIME-Version", "1.0");
-  m += format_header("Content-Type",
-                     std::string("multipart/report; report-type=") +
-                         (global ? "global-delivery-status" : "delivery-status") +
-                         "; boundary=\"" + boundary + "\"");
+  m += format_header("Content-Type", std::string("multipart/report; report-type=") +
+                                         (global ? "global-delivery-status" : "delivery-status") +
+                                         "; boundary=\"" + boundary + "\"");
   if (any_8bit)
     m += format_header("Content-Transfer-Encoding", "8bit");
   dsn.smtputf8 = !is_ascii(m);

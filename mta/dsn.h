@@ -47,7 +47,7 @@
 //
 // Who gets a DSN. should_notify() applies RFC 3461's NOTIFY rules per recipient;
 // is_bounce_allowed() says no for the null sender: a DSN is sent with MAIL FROM:<>, so a DSN
-// about a DSN is never generated and bounce loops cannot start (RFC 5321 4.5.5, RFC 3461 6.2).
+// about a DSN is never generated and bounce loops cannot start (RFC 5321 4.5.5).
 // Double bounces are the caller's business: when a message with the null sender (a DSN) fails,
 // the caller may report it to the local postmaster instead (make_dsn with to = "postmaster",
 // still sent with MAIL FROM:<>); when that fails too, it is logged and dropped.
@@ -79,7 +79,7 @@ enum class DsnKind { kFailure, kDelay, kSuccess };
 enum class DsnAction { kFailed, kDelayed, kDelivered, kRelayed, kExpanded };
 
 struct DsnRecipient {
-  std::string address;  // the final recipient, as in the envelope (no angle brackets)
+  std::string address;   // the final recipient, as in the envelope (no angle brackets)
   std::string original;  // Recipient::orcpt: "addr-type;address" (xtext-decoded), or ""
   DsnAction action = DsnAction::kFailed;
   // RFC 3463 "5.1.1". Must fit the action: failed 4.x.x or 5.x.x (a 4.x.x failure is one that
@@ -115,7 +115,7 @@ struct Dsn {
   std::string message;  // the complete RFC 5322 message, CRLF line ends
   // k7Bit, or k8BitMime when the message holds octets >= 0x80: the BODY= to queue it with.
   BodyType body = BodyType::k7Bit;
-  bool smtputf8 = false;  // its header holds UTF-8 (the To address): needs SMTPUTF8 to relay
+  bool smtputf8 = false;      // its header holds UTF-8 (the To address): needs SMTPUTF8 to relay
   bool full_content = false;  // the whole original was returned, not only its header
 };
 

@@ -419,7 +419,7 @@ std::optional<std::string> QueueManager::resolve_local(Attempt* a, std::size_t i
     return lower(targets[0].value);
   }
   // Several targets, or a remote one: a new message to the expansion. This recipient is then
-  // done ("expanded", RFC 3461 6.2.7.3); each target is retried and bounced on its own.
+  // done ("expanded", RFC 3461 5.2.7.3 (c)); each target is retried and bounced on its own.
   Envelope copy;
   copy.arrival_time = a->now;
   const auto owner = context_.aliases->owner_of(name);
@@ -434,6 +434,7 @@ std::optional<std::string> QueueManager::resolve_local(Attempt* a, std::size_t i
     nr.address = t.value.find('@') == std::string::npos
                      ? t.value + "@" + context_.settings.hostname
                      : t.value;
+    nr.orcpt = r.orcpt;
     nr.notify = r.notify & ~static_cast<unsigned>(kNotifySuccess);
     if (nr.notify == kNotifyNone && r.notify != kNotifyNone) nr.notify = kNotifyNever;
     copy.recipients.push_back(std::move(nr));
@@ -473,7 +474,7 @@ void QueueManager::finish(Attempt* a) {
       case DeliveryOutcome::Kind::kDelivered:
         r.state = DeliveryState::kDelivered;
         r.last_error.clear();
-        if (should_notify(r.notify, DsnKind::kSuccess) && !o.expanded) succeeded.push_back(i);
+        if (should_notify(r.notify, DsnKind::kSuccess)) succeeded.push_back(i);
         break;
       case DeliveryOutcome::Kind::kFailed:
         r.state = DeliveryState::kFailed;
@@ -550,7 +551,7 @@ void QueueManager::notify(Attempt* a, DsnKind kind, const std::vector<std::size_
   if (wanted.empty()) return;
   std::string to = env.sender;
   if (!is_bounce_allowed(to)) {
-    // A notification about a notification: RFC 3461 6.2 says never to answer it, but a
+    // A notification about a notification: RFC 5321 4.5.5 says never to answer it, but a
     // failure is worth a postmaster's look (a "double bounce"), unless it was for the
     // postmaster already.
     if (kind != DsnKind::kFailure) return;
@@ -580,6 +581,7 @@ void QueueManager::notify(Attempt* a, DsnKind kind, const std::vector<std::size_
     d.original = r.orcpt;
     d.action = kind == DsnKind::kFailure ? DsnAction::kFailed
                : kind == DsnKind::kDelay ? DsnAction::kDelayed
+               : o.expanded              ? DsnAction::kExpanded
                                          : DsnAction::kDelivered;
     d.status = o.status;
     d.remote_mta = o.remote_host;
@@ -614,7 +616,8 @@ void QueueManager::notify(Attempt* a, DsnKind kind, const std::vector<std::size_
   note.protocol = "local";
   Recipient rcpt;
   rcpt.address = to;
-  rcpt.notify = kNotifyNever;
+  // A notification that fails goes to the postmaster (above); a double bounce never does.
+  rcpt.notify = is_bounce_allowed(env.sender) ? kNotifyFailure : kNotifyNever;
   note.recipients.push_back(std::move(rcpt));
   auto queued = queue_new_message(*context_.spool, std::move(note), dsn->message);
   if (!queued) {

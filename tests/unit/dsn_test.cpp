@@ -1,8 +1,10 @@
 #include "mta/dsn.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -227,8 +229,8 @@ TEST_CASE("a failure report has the RFC 3464 structure", "[dsn]") {
   CHECK(id.ends_with("@mx.example.org>"));
   CHECK(get(p.fields, "Auto-Submitted") == "auto-replied");
   CHECK(get(p.fields, "MIME-Version") == "1.0");
-  CHECK(get(p.fields, "Content-Type") == "multipart/report; report-type=delivery-status; "
-                                         "boundary=\"" + p.boundary + "\"");
+  const std::string type = "multipart/report; report-type=delivery-status; boundary=\"";
+  CHECK(get(p.fields, "Content-Type") == type + p.boundary + "\"");
   CHECK_FALSE(has(p.fields, "Content-Transfer-Encoding"));
 
   // Part 1: for a human.
@@ -532,7 +534,7 @@ TEST_CASE("odd addresses are sanitized and typed", "[dsn]") {
     CHECK_FALSE(has(parse(make(in).message).status_blocks[1], "Original-Recipient"));
   }
   SECTION("a non-ASCII address without SMTPUTF8 uses the utf-8 type in xtext form") {
-    in.recipients[0].address = "j\xC3\xB6rg+x=y@b\xC3\xBC" "cher.example";
+    in.recipients[0].address = "j\xC3\xB6rg+x=y@b\xC3\xBC" + "cher.example"s;
     const Dsn dsn = make(in);
     CHECK(dsn.body == BodyType::k7Bit);
     const Parsed p = parse(dsn.message);
@@ -563,14 +565,15 @@ TEST_CASE("SMTPUTF8 originals get the RFC 6533 global types", "[dsn]") {
   in.to = "s\xC3\xA9nder@example.com";
   in.recipients[0].address = "j\xC3\xB6rg@example.net";
   in.recipients[0].diagnostic = "smtp; 550 5.1.1 unbekannter Empf\xC3\xA4nger \xFF";
-  const std::string original = "Subject: caf\xC3\xA9\r\nFrom: s\xC3\xA9nder@example.com\r\n\r\nx\r\n";
+  const std::string original =
+      "Subject: caf\xC3\xA9\r\nFrom: s\xC3\xA9nder@example.com\r\n\r\nx\r\n";
   in.original = original;
   const Dsn dsn = make(in);
   CHECK(dsn.smtputf8);
   CHECK(dsn.body == BodyType::k8BitMime);
   const Parsed p = parse(dsn.message);
-  CHECK(get(p.fields, "Content-Type").starts_with(
-      "multipart/report; report-type=global-delivery-status; boundary="));
+  CHECK(get(p.fields, "Content-Type")
+            .starts_with("multipart/report; report-type=global-delivery-status; boundary="));
   CHECK(get(p.fields, "To") == "<s\xC3\xA9nder@example.com>");
   CHECK(get(p.parts[0].fields, "Content-Type") == "text/plain; charset=utf-8");
   CHECK(get(p.parts[1].fields, "Content-Type") == "message/global-delivery-status");
@@ -620,7 +623,7 @@ TEST_CASE("status_from_reply", "[dsn]") {
 
 TEST_CASE("never a DSN to the null sender, never an empty one", "[dsn]") {
   DsnInput in = failure_input();
-  for (const char* to : {"", "<>"}) {
+  for (const char* to : {"", "<>", "\r\n", "<\t>"}) {
     in.to = to;
     auto dsn = make_dsn(in);
     REQUIRE_FALSE(dsn);
@@ -676,4 +679,88 @@ TEST_CASE("the text part wraps and keeps every line short", "[dsn]") {
     text.remove_prefix(eol + 2);
   }
   CHECK(long_lines == 2);  // the 1200-octet word, split in two
+}
+
+TEST_CASE("random hostile input never breaks the structure", "[dsn]") {
+  std::mt19937 rng(20240611);
+  const std::vector<std::string> atoms = {"\r\n",
+                                          "\n",
+                                          "\r",
+                                          "\0"s,
+                                          " ",
+                                          "\t",
+                                          "--",
+                                          "=_mw_dsn_",
+                                          "--=_mw_dsn_0\r\n",
+                                          ":",
+                                          ";",
+                                          "Content-Type: text/html",
+                                          "\xC3\xA9",
+                                          "\xE2\x98\x83",
+                                          "\xFF",
+                                          "\xC2\x85",
+                                          "\x7F",
+                                          "\x01",
+                                          "<",
+                                          ">",
+                                          "\"",
+                                          "\\",
+                                          "a",
+                                          "Subject: x",
+                                          "\r\n\r\n",
+                                          std::string(1200, 'W')};
+  const auto junk = [&](std::size_t max_atoms) {
+    std::string out;
+    const std::size_t n = std::uniform_int_distribution<std::size_t>(0, max_atoms)(rng);
+    for (std::size_t i = 0; i < n; ++i) {
+      out += atoms[std::uniform_int_distribution<std::size_t>(0, atoms.size() - 1)(rng)];
+    }
+    return out;
+  };
+  for (int round = 0; round < 300; ++round) {
+    INFO("round " << round);
+    DsnInput in;
+    in.kind = static_cast<DsnKind>(round % 3);
+    in.reporting_mta = junk(3);
+    in.from = round % 5 == 0 ? junk(3) : "";
+    in.to = "x" + junk(4);
+    in.envid = junk(4);
+    in.arrival = round;
+    in.now = 1700000000 + round;
+    in.ret = static_cast<DsnRet>(round % 3);
+    in.smtputf8 = round % 2 == 1;
+    in.max_returned = round % 4 == 0 ? 64 : kDefaultMaxReturned;
+    in.unique_id = junk(3);
+    const std::string original = junk(40);
+    in.original = original;
+    const std::size_t n = 1 + round % 3;
+    for (std::size_t i = 0; i < n; ++i) {
+      DsnRecipient r;
+      r.address = junk(5);
+      r.original = junk(3);
+      r.action = static_cast<DsnAction>((round + i) % 5);
+      r.status = junk(2);
+      r.remote_mta = junk(3);
+      r.diagnostic = junk(20);
+      r.last_attempt = round % 2 == 0 ? 0 : 1700000000;
+      r.will_retry_until = 1700400000;
+      in.recipients.push_back(r);
+    }
+    const Dsn dsn = make(in);
+    const Parsed p = parse(dsn.message);  // CRLF, line lengths, three parts, boundary unique
+    REQUIRE(p.status_blocks.size() == n + 1);
+    for (std::size_t i = 1; i <= n; ++i) {
+      get(p.status_blocks[i], "Final-Recipient");
+      CHECK(get(p.status_blocks[i], "Action") == dsn_action_name(in.recipients[i - 1].action));
+      get(p.status_blocks[i], "Status");
+    }
+    if (!in.smtputf8) {
+      const std::string own =
+          dsn.message.substr(0, dsn.message.find("\r\n\r\n")) + p.parts[0].body + p.parts[1].body;
+      CHECK(std::all_of(own.begin(), own.end(),
+                        [](char c) { return static_cast<unsigned char>(c) < 0x80; }));
+    }
+    if (dsn.full_content)
+      CHECK(p.parts[2].body == original);
+  }
 }
