@@ -314,6 +314,7 @@ int list_queue(const MtaSettings& settings) {
   if (::geteuid() == 0) {
     const std::string user = settings.run_as.empty() ? std::string(build::kMailUser)
                                                      : settings.run_as;
+    if (auto st = prepare_spool_root(settings.spool_dir, user); !st) return complain(st.error());
     if (auto st = become_user(user); !st) return complain(st.error());
   }
   if (auto st = open_spool(context); !st) return complain(st.error());
