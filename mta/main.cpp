@@ -7,6 +7,7 @@
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
+  args = mailwright::mta::arguments_for_name(argc > 0 ? argv[0] : "mta", std::move(args));
   auto options = mailwright::mta::parse_mta_options(args);
   if (!options) {
     std::fprintf(stderr, "mta: %s\n%s", options.error().text().c_str(),

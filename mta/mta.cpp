@@ -13,6 +13,7 @@
 #include "libmail/accounts.h"
 #include "libmail/daemon.h"
 #include "libmail/event_loop.h"
+#include "libmail/file_io.h"
 #include "libmail/log.h"
 #include "libmail/tls.h"
 #include "mta/lmtp_delivery.h"
@@ -20,6 +21,7 @@
 #include "mta/mda_launcher.h"
 #include "mta/password_checkers.h"
 #include "mta/queue_manager.h"
+#include "mta/remote_delivery.h"
 #include "mta/smtp_server.h"
 #include "mta/stdio_session.h"
 
@@ -30,7 +32,18 @@ const char* mta_usage() {
          "       mta -bs [-v] [-C file]     one SMTP session on stdin/stdout (inetd)\n"
          "       mta -q[Rdomain|Iid] [-v] [-C file]  deliver the queue once\n"
          "       mta -bp [-C file]          list the queue (mailq)\n"
+         "       mta -bi [-C file]          check the alias file (newaliases)\n"
          "       mta -bP | -bV [-C file]    print the configuration | check the setup\n";
+}
+
+std::vector<std::string> arguments_for_name(const std::string& argv0,
+                                            std::vector<std::string> args) {
+  const std::string name = argv0.substr(argv0.rfind('/') == std::string::npos
+                                            ? 0
+                                            : argv0.rfind('/') + 1);
+  if (name == "mailq") args.insert(args.begin(), "-bp");
+  if (name == "newaliases") args.insert(args.begin(), "-bi");
+  return args;
 }
 
 Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args) {
@@ -62,6 +75,9 @@ Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args) {
           break;
         case 'p':
           o.mode = MtaMode::kListQueue;
+          break;
+        case 'i':
+          o.mode = MtaMode::kNewAliases;
           break;
         default:
           return usage("unknown option " + arg);
@@ -144,6 +160,7 @@ Status prepare_spool_root(const std::string& root, const std::string& user) {
 struct Prepared {
   MtaContext context;
   SslCtx tls;
+  std::optional<SmtpCredentials> relay_credentials;
   std::string run_as;  // empty: stay who we are
   bool pam = false;    // AUTH for system accounts: a PAM helper must be started
 };
@@ -178,6 +195,20 @@ Result<Prepared> prepare(const MtaSettings& settings) {
     auto hop = parse_next_hop(settings.relayhost, 25);
     if (!hop) return Error(hop.error()).with_context("relayhost");
     p.context.relayhost = *hop;
+  }
+  if (!settings.relayhost_password_file.empty()) {
+    // Read now, while we may be root: the file should be readable by root alone.
+    auto text = read_small_file(settings.relayhost_password_file, 4096);
+    if (!text) return Error(text.error()).with_context("relayhost_password_file");
+    std::string_view line(*text);
+    line = line.substr(0, line.find('\n'));
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    const auto space = line.find(' ');
+    if (space == std::string_view::npos || space == 0 || space + 1 >= line.size()) {
+      return Error::from_exit_code(EX_CONFIG, "relayhost_password_file: want 'user password'");
+    }
+    p.relay_credentials = SmtpCredentials{std::string(line.substr(0, space)),
+                                          std::string(line.substr(space + 1))};
   }
   if (settings.auth) {
     if (mailbox.file_accounts) {
@@ -257,6 +288,40 @@ Result<MdaLauncher> make_launcher(const Prepared& p) {
   return MdaLauncher::direct(std::move(command));
 }
 
+// Everything delivery needs besides the queue manager: mda over LMTP, DNS, the SMTP client.
+struct DeliveryStack {
+  std::unique_ptr<LmtpDelivery> local;
+  std::unique_ptr<MxResolver> resolver;
+  SslCtx client_tls;
+  std::unique_ptr<RemoteDelivery> remote;
+};
+
+Result<DeliveryStack> make_delivery(event_base* base, const Prepared& p, MdaLauncher& launcher) {
+  const MtaSettings& s = p.context.settings;
+  DeliveryStack d;
+  d.local = std::make_unique<LmtpDelivery>(base, launcher, s.hostname, kMdaTimeout);
+  ResolverConfig rc;
+  rc.servers = s.dns_servers;
+  auto resolver = MxResolver::create(base, rc);
+  if (!resolver) return resolver.error();
+  d.resolver = std::move(*resolver);
+  auto tls = make_client_tls_context();
+  if (!tls) return tls.error();
+  d.client_tls = std::move(*tls);
+  RemoteSettings rs;
+  rs.hostname = s.hostname;
+  std::vector<ListenAddress> listen = s.listen;
+  listen.insert(listen.end(), s.listen_submission.begin(), s.listen_submission.end());
+  listen.insert(listen.end(), s.listen_smtps.begin(), s.listen_smtps.end());
+  rs.own_addresses = own_addresses(listen);
+  rs.tls_required_domains = s.tls_required_domains;
+  rs.relayhost = p.context.relayhost;
+  rs.relayhost_credentials = p.relay_credentials;
+  rs.max_per_domain = s.max_deliveries_per_domain;
+  d.remote = std::make_unique<RemoteDelivery>(base, *d.resolver, d.client_tls.get(), rs);
+  return d;
+}
+
 QueueSettings queue_settings(const MtaSettings& s, const MtaOptions& options) {
   QueueSettings q;
   q.retry_interval = s.retry_interval;
@@ -265,6 +330,7 @@ QueueSettings queue_settings(const MtaSettings& s, const MtaOptions& options) {
   q.max_queue_lifetime = s.max_queue_lifetime;
   q.rescan_interval = s.queue_rescan;
   q.max_deliveries = s.max_deliveries;
+  q.deliver_at_once = s.deliver_at_once;
   if (!options.queue_interval.empty()) {
     // -q15m: sendmail's way of asking for queue runs every 15 minutes.
     auto config = Config::parse("queue_rescan = " + options.queue_interval + "\n", "-q",
@@ -293,8 +359,10 @@ int run_queue(const MtaOptions& options, const MtaSettings& settings) {
     return complain(recovered.error());
   }
   EventBase base = make_event_base();
-  LmtpDelivery local(base.get(), *launcher, settings.hostname, kMdaTimeout);
-  QueueManager queue(base.get(), p.context, queue_settings(settings, options), local, nullptr);
+  auto delivery = make_delivery(base.get(), p, *launcher);
+  if (!delivery) return complain(delivery.error());
+  QueueManager queue(base.get(), p.context, queue_settings(settings, options), *delivery->local,
+                     delivery->remote.get());
   QueueFilter filter{options.queue_recipient, options.queue_id};
   bool done = false;
   if (auto st = queue.run_once(filter, [&] {
@@ -305,6 +373,20 @@ int run_queue(const MtaOptions& options, const MtaSettings& settings) {
     return complain(st.error());
   }
   if (!done) event_base_dispatch(base.get());
+  return EX_OK;
+}
+
+// newaliases: the alias file is read into a hash table whenever it changes (the daemon looks
+// at most once a second), so there is no database to rebuild; this checks the file and says
+// what the daemon will make of it.
+int check_aliases(const MtaSettings& settings) {
+  if (settings.aliases.empty()) {
+    std::printf("mta: no alias file configured (aliases is empty)\n");
+    return EX_OK;
+  }
+  auto table = AliasTable::load(settings.aliases);
+  if (!table) return complain(table.error());
+  std::printf("%s: %zu aliases\n", settings.aliases.c_str(), table->size());
   return EX_OK;
 }
 
@@ -367,10 +449,14 @@ int run_daemon(const MtaOptions& options, const MtaSettings& settings) {
   if (pam_helper) {
     p.context.passwords = std::make_unique<PamPasswordChecker>(base.get(), std::move(pam_helper));
   }
-  LmtpDelivery local(base.get(), *launcher, settings.hostname, kMdaTimeout);
-  QueueManager queue(base.get(), p.context, queue_settings(settings, options), local, nullptr);
+  auto delivery = make_delivery(base.get(), p, *launcher);
+  if (!delivery) return complain(delivery.error());
+  QueueManager queue(base.get(), p.context, queue_settings(settings, options), *delivery->local,
+                     delivery->remote.get());
   SmtpServer server(base.get(), p.context, p.tls.get());
-  server.set_on_queued([&queue](const std::string& id) { queue.add(id); });
+  if (settings.deliver_at_once) {
+    server.set_on_queued([&queue](const std::string& id) { queue.add(id); });
+  }
   if (auto st = server.listen(running->listeners); !st) return complain(st.error());
   if (auto st = queue.start(); !st) return complain(st.error());
   SignalEvents signals(
@@ -407,7 +493,8 @@ int run_session(const MtaSettings& settings) {
 int run_mta(const MtaOptions& options) {
   const bool to_stderr = options.verbose || options.foreground ||
                          options.mode == MtaMode::kPrintConfig ||
-                         options.mode == MtaMode::kCheck || options.mode == MtaMode::kListQueue;
+                         options.mode == MtaMode::kCheck || options.mode == MtaMode::kListQueue ||
+                         options.mode == MtaMode::kNewAliases;
   log_open("mta", to_stderr ? LogTarget::kStderr : LogTarget::kSyslog, options.verbose);
   ignore_disruptive_signals();
   ::umask(077);
@@ -429,6 +516,8 @@ int run_mta(const MtaOptions& options) {
       return run_queue(options, *settings);
     case MtaMode::kListQueue:
       return list_queue(*settings);
+    case MtaMode::kNewAliases:
+      return check_aliases(*settings);
     case MtaMode::kDaemon:
     case MtaMode::kPrintConfig:
       break;

@@ -15,6 +15,7 @@ enum class MtaMode {
   kCheck,        // -bV: check the configuration and the spool, report problems with the fix
   kQueueRun,     // -q, -qR..., -qI...: deliver what is queued, once, then exit
   kListQueue,    // -bp: list the queue (mailq)
+  kNewAliases,   // -bi: check the alias file (newaliases)
 };
 
 struct MtaOptions {
@@ -30,6 +31,8 @@ struct MtaOptions {
 };
 
 Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args);
+// The arguments for the name mta was called by: "mailq" means -bp, "newaliases" -bi.
+std::vector<std::string> arguments_for_name(const std::string& argv0, std::vector<std::string> args);
 const char* mta_usage();
 int run_mta(const MtaOptions& options);
 

@@ -104,12 +104,20 @@ Result<MtaSettings> mta_settings_from(const Config& config) {
   s.relayhost = config.get_string("relayhost");
   s.transports = config.get_string("transports");
   s.smtp_port = static_cast<std::uint16_t>(config.get_int("smtp_port"));
+  s.relayhost_password_file = config.get_string("relayhost_password_file");
+  for (const std::string& d : config.get_list("tls_required_domains")) {
+    s.tls_required_domains.push_back(lowercase_domain(d));
+  }
+  s.dns_servers = config.get_list("dns_servers");
+  s.max_deliveries_per_domain =
+      static_cast<std::size_t>(config.get_int("max_deliveries_per_domain"));
   s.retry_interval = config.get_duration("retry_interval");
   s.max_retry_interval = config.get_duration("max_retry_interval");
   s.delay_warning = config.get_duration("delay_warning");
   s.max_queue_lifetime = config.get_duration("max_queue_lifetime");
   s.queue_rescan = config.get_duration("queue_rescan");
   s.max_deliveries = static_cast<std::size_t>(config.get_int("max_deliveries"));
+  s.deliver_at_once = config.get_string("delivery_mode") == "immediate";
   s.run_as = config.get_string("run_as");
   s.pid_file = config.get_string("pid_file");
   return s;

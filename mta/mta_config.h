@@ -78,6 +78,14 @@ inline constexpr std::array kMtaOnlyKeys{
               "transport table: domain to smtp:[host]:port, local or error:text per line"},
     ConfigKey{"smtp_port", ConfigType::kInt, "25", "port of the MX hosts mail is sent to", {}, 1,
               65535},
+    ConfigKey{"relayhost_password_file", ConfigType::kPath, "",
+              "file holding 'user password' for AUTH at the relayhost (over TLS only)"},
+    ConfigKey{"tls_required_domains", ConfigType::kList, "",
+              "domains whose MX hosts must take STARTTLS, else the mail waits"},
+    ConfigKey{"dns_servers", ConfigType::kList, "",
+              "name servers as ip or ip:port; empty: those of /etc/resolv.conf"},
+    ConfigKey{"max_deliveries_per_domain", ConfigType::kInt, "20",
+              "SMTP deliveries at once to one destination domain", {}, 1, 10000},
     ConfigKey{"retry_interval", ConfigType::kDuration, "15m",
               "first retry of a deferred recipient; doubles after each failed attempt", {}, 1,
               86400},
@@ -91,6 +99,9 @@ inline constexpr std::array kMtaOnlyKeys{
               "how often the daemon looks for mail other processes queued", {}, 1, 86400},
     ConfigKey{"max_deliveries", ConfigType::kInt, "50", "messages being delivered at once", {}, 1,
               10000},
+    ConfigKey{"delivery_mode", ConfigType::kChoice, "immediate",
+              "immediate: deliver as soon as queued; queue: wait for the next queue run",
+              "immediate|queue"},
     ConfigKey{"run_as", ConfigType::kString, "",
               "user the SMTP side becomes after binding; empty: the mail user"},
     ConfigKey{"pid_file", ConfigType::kPath, "", "PID file written by the daemon"},
@@ -132,12 +143,17 @@ struct MtaSettings {
   std::string relayhost;
   std::string transports;
   std::uint16_t smtp_port = 25;
+  std::string relayhost_password_file;
+  std::vector<std::string> tls_required_domains;
+  std::vector<std::string> dns_servers;
+  std::size_t max_deliveries_per_domain = 20;
   std::chrono::seconds retry_interval{900};
   std::chrono::seconds max_retry_interval{4 * 3600};
   std::chrono::seconds delay_warning{4 * 3600};
   std::chrono::seconds max_queue_lifetime{5 * 86400};
   std::chrono::seconds queue_rescan{300};
   std::size_t max_deliveries = 50;
+  bool deliver_at_once = true;
   std::string run_as;
   std::string pid_file;
 };

@@ -108,7 +108,7 @@ Status QueueManager::start() {
   }
   // New files in queue/ from other processes (mta -bs from inetd, local submission) are seen
   // at once; a rescan now and then catches what inotify could not report (overflow).
-  inotify_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  if (settings_.deliver_at_once) inotify_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
   if (inotify_) {
     const std::string dir = context_.spool->root() + "/queue";
     if (::inotify_add_watch(inotify_.get(), dir.c_str(), IN_MOVED_TO) < 0) {
@@ -385,6 +385,7 @@ void QueueManager::dispatch(Attempt* a) {
 std::optional<std::string> QueueManager::resolve_local(Attempt* a, std::size_t index,
                                                        const std::string& name) {
   const Recipient& r = a->envelope.recipients[index];
+  context_.refresh_aliases();
   if (!context_.aliases || !context_.aliases->contains(name)) {
     // RFC 5321 4.5.1: mail for postmaster must reach someone even without an alias: root.
     return name == "postmaster" ? std::string("root") : name;

@@ -47,6 +47,8 @@ struct QueueSettings {
   std::chrono::seconds max_queue_lifetime{5 * 86400};
   std::chrono::seconds rescan_interval{5 * 60};       // look for messages other processes queued
   std::size_t max_deliveries = 50;                    // messages in delivery at once
+  // false (delivery_mode = queue): new mail waits for the next rescan or mta -q.
+  bool deliver_at_once = true;
 };
 
 // The SMTP side of delivery, behind an interface so the queue manager does not depend on how

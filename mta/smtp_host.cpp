@@ -12,7 +12,33 @@
 
 namespace mailwright::mta {
 
-std::optional<bool> MtaContext::local_name_exists(std::string_view name) const {
+void MtaContext::refresh_aliases() {
+  const auto now = std::chrono::steady_clock::now();
+  if (settings.aliases.empty() || now - aliases_checked < std::chrono::seconds(1)) return;
+  aliases_checked = now;
+  struct stat st {};
+  if (::stat(settings.aliases.c_str(), &st) != 0) {
+    if (errno == ENOENT && aliases) {
+      log_notice("-", "alias file %s is gone: no aliases", settings.aliases.c_str());
+      aliases.reset();
+    }
+    return;
+  }
+  if (st.st_mtim.tv_sec == aliases_mtime.tv_sec && st.st_mtim.tv_nsec == aliases_mtime.tv_nsec) {
+    return;
+  }
+  aliases_mtime = st.st_mtim;
+  auto table = AliasTable::load(settings.aliases);
+  if (!table) {
+    log_error("-", "%s (keeping the aliases read before)", table.error().text().c_str());
+    return;
+  }
+  log_info("-", "alias file %s read: %zu aliases", settings.aliases.c_str(), table->size());
+  aliases = std::move(*table);
+}
+
+std::optional<bool> MtaContext::local_name_exists(std::string_view name) {
+  refresh_aliases();
   if (aliases && aliases->contains(name)) return true;
   if (!accounts) return false;
   auto account = accounts->find(name);

@@ -5,6 +5,9 @@
 // and TLS in their own way, so both apply exactly the same policy.
 #pragma once
 
+#include <sys/stat.h>
+
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -38,7 +41,12 @@ struct MtaContext {
   std::optional<NextHop> relayhost;            // nullopt: MX lookups
 
   // Whether a local name (lower case) is an account or an alias.
-  std::optional<bool> local_name_exists(std::string_view name) const;
+  std::optional<bool> local_name_exists(std::string_view name);
+  // Reads the alias file again if it changed (looked at no more than once a second), so an
+  // edited file takes effect without a restart; a file with errors keeps the old table.
+  void refresh_aliases();
+  struct timespec aliases_mtime {};
+  std::chrono::steady_clock::time_point aliases_checked{};
 };
 
 // Loads the alias file the settings name, or nothing if it does not exist.

@@ -354,7 +354,7 @@ Status SmtpServer::listen(std::vector<BoundListener>& listeners) {
   for (BoundListener& l : listeners) {
     if (l.tag != kSmtpTag && l.tag != kSubmissionTag && l.tag != kSmtpsTag) continue;
     evconnlistener* listener = evconnlistener_new(
-        base_, &SmtpServer::on_accept, this, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
+        base_, &SmtpServer::on_accept, this, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
         l.fd.release());
     if (listener == nullptr) return Error::temporary(EX_OSERR, "4.3.0", "evconnlistener_new failed");
     listeners_.push_back({ConnListener(listener), l.tag});

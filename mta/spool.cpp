@@ -433,9 +433,18 @@ Status Spool::move_to_corrupt(std::string_view name_view, std::string_view reaso
 }
 
 Result<bool> Spool::has_free_space(std::uint64_t needed, std::uint64_t reserve) const {
-  struct statvfs st {};
-  if (::fstatvfs(queue_fd_.get(), &st) != 0)
-    return Error::from_errno(EX_IOERR, "statvfs", errno);
+  // Asked at every MAIL and DATA: the file system's figures are read at most once a second,
+  // which is as fresh as they need to be for keeping a reserve of megabytes.
+  const auto now = std::chrono::steady_clock::now();
+  if (!space_checked_ || now - space_checked_at_ > std::chrono::seconds(1)) {
+    struct statvfs fresh {};
+    if (::fstatvfs(queue_fd_.get(), &fresh) != 0)
+      return Error::from_errno(EX_IOERR, "statvfs", errno);
+    space_ = fresh;
+    space_checked_at_ = now;
+    space_checked_ = true;
+  }
+  const struct statvfs& st = space_;
   std::uint64_t unit = st.f_frsize != 0 ? st.f_frsize : st.f_bsize;
   std::uint64_t avail = static_cast<std::uint64_t>(st.f_bavail);
   // Compare in blocks so neither side can overflow.

@@ -42,8 +42,10 @@
 // (the descriptors are shared by every operation).
 #pragma once
 
+#include <sys/statvfs.h>
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -128,6 +130,9 @@ class Spool {
   UniqueFd state_fd_;
   UniqueFd corrupt_fd_;
   UniqueFd maildrop_fd_;
+  mutable struct statvfs space_ {};
+  mutable std::chrono::steady_clock::time_point space_checked_at_{};
+  mutable bool space_checked_ = false;
 };
 
 }  // namespace mailwright::mta

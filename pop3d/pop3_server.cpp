@@ -384,7 +384,7 @@ Status Pop3Server::listen(std::vector<BoundListener>& listeners) {
     bool implicit_tls = l.tag == "pop3s";
     // One pointer per listener kind: the callback needs to know whether TLS starts at once.
     evconnlistener* listener = evconnlistener_new(
-        base_, &Pop3Server::on_accept, this, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
+        base_, &Pop3Server::on_accept, this, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
         l.fd.release());
     if (listener == nullptr) return Error::temporary(71, "4.3.0", "evconnlistener_new failed");
     listeners_.emplace_back(listener);
