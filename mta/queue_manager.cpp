@@ -361,7 +361,7 @@ void QueueManager::dispatch(Attempt* a) {
     job.offset = a->body_offset;
     job.length = a->body_length;
     job.log_id = a->id;
-    job.done = [this, a, indexes](std::vector<DeliveryOutcome> outcomes) {
+    job.done = [this, a, indexes = indexes](std::vector<DeliveryOutcome> outcomes) {
       for (std::size_t k = 0; k < indexes.size() && k < outcomes.size(); ++k) {
         const Recipient& r = a->envelope.recipients[indexes[k]];
         log_info(a->id, "to=<%s> relay=%s %s: %s", printable(r.address).c_str(),
