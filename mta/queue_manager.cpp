@@ -104,6 +104,8 @@ Status QueueManager::start() {
       }
       when = soonest.value_or(now);
     }
+    // delivery_mode = queue: what is queued waits for the first queue run, like new mail.
+    if (!settings_.deliver_at_once) when = std::max(when, now + settings_.rescan_interval.count());
     schedule(id, std::max(when, now));
   }
   // New files in queue/ from other processes (mta -bs from inetd, local submission) are seen

@@ -155,7 +155,10 @@ class MtaServer:
                   f"accounts = file\naccount_file = {box.users}\n"
                   f"aliases = {box.path('etc', 'aliases')}\n"
                   "run_as = nobody\nspool_reserve = 1M\nhostname = mx.example.org\n"
-                  "failed_login_delay = 0\n")
+                  "failed_login_delay = 0\n"
+                  # These tests look at what the receiving side queued: nothing is delivered
+                  # (test_delivery.py and test_remote.py test delivery).
+                  "delivery_mode = queue\nqueue_rescan = 1d\n")
         if relay:
             config += "relay_networks = 127.0.0.0/8\n"
         self.config = box.write(f"etc/{name}.conf", config + extra)
