@@ -16,60 +16,130 @@ namespace mailwright::mta {
 namespace {
 
 void close_other_fds(int keep) {
+  // close_range covers descriptors above 1024 too (a daemon with many sessions has them).
+  const bool done = keep < 3 ? ::close_range(3, ~0U, 0) == 0
+                             : (keep == 3 || ::close_range(3, static_cast<unsigned>(keep) - 1, 0) == 0) &&
+                                   ::close_range(static_cast<unsigned>(keep) + 1, ~0U, 0) == 0;
+  if (done) return;
   for (int fd = 3; fd < 1024; ++fd) {
     if (fd != keep) ::close(fd);
   }
 }
 
-bool send_fd(int sock, int fd) {
-  char byte = 'F';
-  iovec iov{&byte, 1};
+// Sends one packet, with fd attached when it is not -1.
+bool send_packet(int sock, std::string_view packet, int fd) {
+  iovec iov{const_cast<char*>(packet.data()), packet.size()};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  return ::sendmsg(sock, &msg, MSG_NOSIGNAL) == 1;
-}
-
-UniqueFd receive_fd(int sock) {
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  if (fd >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
   ssize_t n;
   do {
-    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
-  if (n != 1 || byte != 'F') return UniqueFd();
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      int fd = -1;
-      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-      return UniqueFd(fd);
-    }
-  }
-  return UniqueFd();
+  return n == static_cast<ssize_t>(packet.size());
 }
 
-[[noreturn]] void run_launcher(int sock, const MdaCommand& command) {
+bool send_fd(int sock, int fd) { return send_packet(sock, "F", fd); }
+
+void send_refusal(int sock, const Error& e) {
+  const std::string packet = "E" + e.status() + " " + e.text().substr(0, 1000);
+  (void)send_packet(sock, packet, -1);
+}
+
+// Receives one packet of at most max octets and at most one descriptor. n: its size, or 0 at
+// the end, -1 on error; an oversized packet or extra descriptors set truncated.
+struct Packet {
+  ssize_t n = -1;
+  std::string data;
+  UniqueFd fd;
+  bool truncated = false;
+};
+
+Packet receive_packet(int sock, std::size_t max) {
+  Packet p;
+  p.data.resize(max + 1);
+  iovec iov{p.data.data(), p.data.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  do {
+    p.n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (p.n < 0 && errno == EINTR);
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (std::size_t i = 0; i < count; ++i) {
+        int fd = -1;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        if (i == 0 && !p.fd) {
+          p.fd.reset(fd);
+        } else {
+          ::close(fd);
+          p.truncated = true;
+        }
+      }
+    }
+  }
+  if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 ||
+      (p.n > 0 && static_cast<std::size_t>(p.n) > max)) {
+    p.truncated = true;
+  }
+  p.data.resize(p.n > 0 ? static_cast<std::size_t>(p.n) : 0);
+  return p;
+}
+
+// The launcher's answer to a request: 'F' with a descriptor, or 'E' with "STATUS text".
+Result<UniqueFd> receive_answer(int sock, const char* what) {
+  Packet p = receive_packet(sock, 1024);
+  if (p.n > 0 && !p.truncated && p.data == "F" && p.fd) return std::move(p.fd);
+  if (p.n > 1 && p.data[0] == 'E') {
+    const std::string_view rest = std::string_view(p.data).substr(1);
+    const std::size_t space = rest.find(' ');
+    const std::string_view status = rest.substr(0, space);
+    const std::string text(space == std::string_view::npos ? "" : rest.substr(space + 1));
+    if (status.size() >= 5 && status[1] == '.' && (status[0] == '4' || status[0] == '5')) {
+      return status[0] == '5' ? Error::permanent(EX_UNAVAILABLE, status, text)
+                              : Error::temporary(EX_TEMPFAIL, status, text);
+    }
+  }
+  return Error::temporary(EX_OSERR, "4.3.0", std::string("the mda launcher could not ") + what);
+}
+
+[[noreturn]] void run_launcher(int sock, const MdaCommand& command, const OpsPolicy& policy) {
   ::signal(SIGCHLD, SIG_DFL);
   for (;;) {
-    char request = 0;
-    const ssize_t n = ::recv(sock, &request, 1, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) std::_Exit(0);  // the mta is gone
-    if (request != 'L') continue;
+    Packet request = receive_packet(sock, kMaxRequestPacket);
+    if (request.n < 0 && errno == EINTR) continue;
+    if (request.n <= 0) std::_Exit(0);  // the mta is gone
+    if (request.truncated) {
+      send_refusal(sock, Error::permanent(EX_USAGE, "5.5.4", "request too large"));
+      continue;
+    }
+    if (request.data != "L") {
+      auto answer = start_operation(request.data, std::move(request.fd), policy);
+      if (!answer || !send_fd(sock, answer->get())) {
+        send_refusal(sock, answer ? Error::temporary(EX_OSERR, "4.3.0", "cannot answer")
+                                  : answer.error());
+      }
+      continue;
+    }
+    if (request.fd) {
+      send_refusal(sock, Error::permanent(EX_USAGE, "5.5.4", "unexpected descriptor"));
+      continue;
+    }
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
       (void)::send(sock, "E", 1, MSG_NOSIGNAL);
@@ -122,7 +192,7 @@ Status spawn_mda(const MdaCommand& command, int socket) {
   return {};
 }
 
-Result<MdaLauncher> MdaLauncher::start_privileged(MdaCommand command) {
+Result<MdaLauncher> MdaLauncher::start_privileged(MdaCommand command, OpsPolicy policy) {
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) {
     return Error::from_errno(EX_OSERR, "socketpair", errno);
@@ -132,14 +202,32 @@ Result<MdaLauncher> MdaLauncher::start_privileged(MdaCommand command) {
   if (pid == 0) {
     ::close(pair[0]);
     close_other_fds(pair[1]);
-    run_launcher(pair[1], command);
+    run_launcher(pair[1], command, policy);
   }
   ::close(pair[1]);
-  return MdaLauncher(std::move(command), UniqueFd(pair[0]));
+  return MdaLauncher(std::move(command), std::move(policy), UniqueFd(pair[0]));
 }
 
-MdaLauncher MdaLauncher::direct(MdaCommand command) {
-  return MdaLauncher(std::move(command), UniqueFd());
+MdaLauncher MdaLauncher::direct(MdaCommand command, OpsPolicy policy) {
+  return MdaLauncher(std::move(command), std::move(policy), UniqueFd());
+}
+
+Result<UniqueFd> MdaLauncher::request(std::string_view packet, int fd) {
+  if (packet.empty() || packet == "L") {
+    return Error::permanent(EX_SOFTWARE, "5.3.0", "not an operation request");
+  }
+  if (!launcher_) {
+    UniqueFd copy;
+    if (fd >= 0) {
+      copy.reset(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+      if (!copy) return Error::from_errno(EX_OSERR, "dup", errno);
+    }
+    return start_operation(packet, std::move(copy), policy_);
+  }
+  if (!send_packet(launcher_.get(), packet, fd)) {
+    return Error::temporary(EX_OSERR, "4.3.0", "the mda launcher is gone");
+  }
+  return receive_answer(launcher_.get(), "start a delivery helper");
 }
 
 Result<UniqueFd> MdaLauncher::launch() {
@@ -156,7 +244,7 @@ Result<UniqueFd> MdaLauncher::launch() {
   if (::send(launcher_.get(), "L", 1, MSG_NOSIGNAL) != 1) {
     return Error::temporary(EX_OSERR, "4.3.0", "the mda launcher is gone");
   }
-  UniqueFd fd = receive_fd(launcher_.get());
+  auto fd = receive_answer(launcher_.get(), "start mda");
   if (!fd) return Error::temporary(EX_OSERR, "4.3.0", "the mda launcher could not start mda");
   return fd;
 }

@@ -20,6 +20,8 @@
 #include "mta/mailq.h"
 #include "mta/mda_launcher.h"
 #include "mta/password_checkers.h"
+#include "mta/privileged_client.h"
+#include "mta/privileged_ops.h"
 #include "mta/queue_manager.h"
 #include "mta/remote_delivery.h"
 #include "mta/smtp_server.h"
@@ -252,6 +254,9 @@ int check_setup(const MtaSettings& settings) {
   if (auto accounts = open_account_db(settings.mailbox); !accounts) {
     problem(accounts.error().text(), "check accounts and account_file");
   }
+  if (auto st = check_program_user(settings.alias_program_user); !st) {
+    problem(st.error().text(), "set alias_program_user to an existing unprivileged user");
+  }
   struct stat st {};
   if (::stat(settings.spool_dir.c_str(), &st) != 0) {
     problem("spool_dir " + settings.spool_dir + " does not exist",
@@ -282,15 +287,29 @@ bool stdin_is_socket() {
 constexpr std::chrono::seconds kMdaTimeout{600};
 
 // The mda launcher: a root process when we are root (system accounts need it), else direct.
+// It also runs the commands and files of aliases and .forward files (privileged_ops.h).
 Result<MdaLauncher> make_launcher(const Prepared& p) {
-  MdaCommand command{p.context.settings.mda, p.context.settings.mda_config};
-  if (!p.run_as.empty()) return MdaLauncher::start_privileged(std::move(command));
-  return MdaLauncher::direct(std::move(command));
+  const MtaSettings& s = p.context.settings;
+  MdaCommand command{s.mda, s.mda_config};
+  OpsPolicy policy{s.aliases, s.alias_program_user, s.program_timeout};
+  if (!p.run_as.empty()) {
+    if (auto st = check_program_user(s.alias_program_user); !st) return st.error();
+    const passwd* programs = ::getpwnam(s.alias_program_user.c_str());
+    const uid_t programs_uid = programs != nullptr ? programs->pw_uid : 0;
+    const passwd* spool_owner = ::getpwnam(p.run_as.c_str());
+    if (spool_owner != nullptr && spool_owner->pw_uid == programs_uid) {
+      log_warning("-", "alias_program_user %s is also run_as: the alias file's commands could "
+                  "change the spool; choose another user", s.alias_program_user.c_str());
+    }
+    return MdaLauncher::start_privileged(std::move(command), std::move(policy));
+  }
+  return MdaLauncher::direct(std::move(command), std::move(policy));
 }
 
 // Everything delivery needs besides the queue manager: mda over LMTP, DNS, the SMTP client.
 struct DeliveryStack {
   std::unique_ptr<LmtpDelivery> local;
+  std::unique_ptr<PrivilegedClient> programs;  // commands, files, ~/.forward
   std::unique_ptr<MxResolver> resolver;
   SslCtx client_tls;
   std::unique_ptr<RemoteDelivery> remote;
@@ -300,6 +319,7 @@ Result<DeliveryStack> make_delivery(event_base* base, const Prepared& p, MdaLaun
   const MtaSettings& s = p.context.settings;
   DeliveryStack d;
   d.local = std::make_unique<LmtpDelivery>(base, launcher, s.hostname, kMdaTimeout);
+  d.programs = std::make_unique<PrivilegedClient>(base, launcher, s.program_timeout);
   ResolverConfig rc;
   rc.servers = s.dns_servers;
   auto resolver = MxResolver::create(base, rc);
@@ -335,7 +355,12 @@ QueueSettings queue_settings(const MtaSettings& s, const MtaOptions& options) {
     // -q15m: sendmail's way of asking for queue runs every 15 minutes.
     auto config = Config::parse("queue_rescan = " + options.queue_interval + "\n", "-q",
                                 kMtaConfigKeys);
-    if (config) q.rescan_interval = config->get_duration("queue_rescan");
+    if (config) {
+      q.rescan_interval = config->get_duration("queue_rescan");
+    } else {
+      log_warning("-", "-q%s: %s; using queue_rescan", options.queue_interval.c_str(),
+                  config.error().text().c_str());
+    }
   }
   return q;
 }
@@ -362,7 +387,7 @@ int run_queue(const MtaOptions& options, const MtaSettings& settings) {
   auto delivery = make_delivery(base.get(), p, *launcher);
   if (!delivery) return complain(delivery.error());
   QueueManager queue(base.get(), p.context, queue_settings(settings, options), *delivery->local,
-                     delivery->remote.get());
+                     delivery->remote.get(), delivery->programs.get());
   QueueFilter filter{options.queue_recipient, options.queue_id};
   bool done = false;
   if (auto st = queue.run_once(filter, [&] {
@@ -376,7 +401,7 @@ int run_queue(const MtaOptions& options, const MtaSettings& settings) {
   return EX_OK;
 }
 
-// newaliases: the alias file is read into a hash table whenever it changes (the daemon looks
+// newaliases: the alias file is read into a table in memory whenever it changes (the daemon looks
 // at most once a second), so there is no database to rebuild; this checks the file and says
 // what the daemon will make of it.
 int check_aliases(const MtaSettings& settings) {
@@ -384,9 +409,13 @@ int check_aliases(const MtaSettings& settings) {
     std::printf("mta: no alias file configured (aliases is empty)\n");
     return EX_OK;
   }
-  auto table = AliasTable::load(settings.aliases);
+  auto table = load_aliases(settings.aliases);
   if (!table) return complain(table.error());
-  std::printf("%s: %zu aliases\n", settings.aliases.c_str(), table->size());
+  if (!*table) {
+    std::printf("%s: no such file: no aliases\n", settings.aliases.c_str());
+    return EX_OK;
+  }
+  std::printf("%s: %zu aliases\n", settings.aliases.c_str(), (*table)->size());
   return EX_OK;
 }
 
@@ -452,7 +481,7 @@ int run_daemon(const MtaOptions& options, const MtaSettings& settings) {
   auto delivery = make_delivery(base.get(), p, *launcher);
   if (!delivery) return complain(delivery.error());
   QueueManager queue(base.get(), p.context, queue_settings(settings, options), *delivery->local,
-                     delivery->remote.get());
+                     delivery->remote.get(), delivery->programs.get());
   SmtpServer server(base.get(), p.context, p.tls.get());
   if (settings.deliver_at_once) {
     server.set_on_queued([&queue](const std::string& id) { queue.add(id); });

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "build_paths.h"
+#include "libmail/accounts.h"
 #include "libmail/address.h"
 #include "libmail/ascii.h"
 
@@ -118,6 +119,17 @@ Result<MtaSettings> mta_settings_from(const Config& config) {
   s.queue_rescan = config.get_duration("queue_rescan");
   s.max_deliveries = static_cast<std::size_t>(config.get_int("max_deliveries"));
   s.deliver_at_once = config.get_string("delivery_mode") == "immediate";
+  s.alias_program_user = config.get_string("alias_program_user");
+  if (!is_valid_user_name(s.alias_program_user)) {
+    return Error::from_exit_code(EX_CONFIG, "alias_program_user: not a valid user name")
+        .with_context(config.origin("alias_program_user"));
+  }
+  if (s.alias_program_user == "root") {
+    return Error::from_exit_code(EX_CONFIG, "alias_program_user must not be root")
+        .with_context(config.origin("alias_program_user"));
+  }
+  s.program_timeout = config.get_duration("program_timeout");
+  s.forward_files = config.get_bool("forward_files");
   s.run_as = config.get_string("run_as");
   s.pid_file = config.get_string("pid_file");
   return s;

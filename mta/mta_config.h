@@ -102,6 +102,13 @@ inline constexpr std::array kMtaOnlyKeys{
     ConfigKey{"delivery_mode", ConfigType::kChoice, "immediate",
               "immediate: deliver as soon as queued; queue: wait for the next queue run",
               "immediate|queue"},
+    ConfigKey{"alias_program_user", ConfigType::kString, "nobody",
+              "user that runs the alias file's |commands and writes its /files; never root"},
+    ConfigKey{"program_timeout", ConfigType::kDuration, "10m",
+              "longest run of a |command from the aliases or a .forward; then it is killed and "
+              "the mail deferred", {}, 1, 86400},
+    ConfigKey{"forward_files", ConfigType::kBool, "yes",
+              "honour ~/.forward of system accounts (accounts = system)"},
     ConfigKey{"run_as", ConfigType::kString, "",
               "user the SMTP side becomes after binding; empty: the mail user"},
     ConfigKey{"pid_file", ConfigType::kPath, "", "PID file written by the daemon"},
@@ -154,6 +161,9 @@ struct MtaSettings {
   std::chrono::seconds queue_rescan{300};
   std::size_t max_deliveries = 50;
   bool deliver_at_once = true;
+  std::string alias_program_user;
+  std::chrono::seconds program_timeout{600};
+  bool forward_files = true;
   std::string run_as;
   std::string pid_file;
 };

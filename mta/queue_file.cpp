@@ -326,6 +326,8 @@ std::string serialize_envelope(const Envelope& e) {
       append_line(out, "ORCPT", r.orcpt);
     if (r.notify != kNotifyNone)
       append_line(out, "NOTIFY", notify_text(r.notify));
+    if (r.mailbox_only)
+      append_line(out, "MAILBOX", "1");
     append_state(out, r);
   }
   out.append("END\n");
@@ -371,7 +373,8 @@ Result<Envelope> parse_envelope(std::string_view head, std::size_t& body_offset)
       rcpt_seen.clear();
       continue;
     }
-    if (key == "ORCPT" || key == "NOTIFY" || key == "STATE" || key == "ATTEMPTS" || key == "NEXT" ||
+    if (key == "ORCPT" || key == "NOTIFY" || key == "MAILBOX" || key == "STATE" ||
+        key == "ATTEMPTS" || key == "NEXT" ||
         key == "ERROR" || key == "WARNED") {
       if (current == nullptr)
         return line_error(line, "recipient key before RCPT");
@@ -391,6 +394,12 @@ Result<Envelope> parse_envelope(std::string_view head, std::size_t& body_offset)
         if (!flags)
           return line_error(line, "bad NOTIFY");
         current->notify = *flags;
+      } else if (key == "MAILBOX") {
+        if (!rcpt_seen.insert(key).second)
+          return line_error(line, "duplicate recipient key");
+        if (!line.has_value || line.value != "1")
+          return line_error(line, "bad MAILBOX value");
+        current->mailbox_only = true;
       } else {
         auto s = parse_state_key(line, *current, rcpt_seen);
         if (!s)

@@ -27,6 +27,7 @@
 //   RCPT rcpt@example.net           starts a recipient; the keys below belong to the last RCPT
 //   ORCPT rfc822;rcpt@example.net   optional: RFC 3461 4.2, stored as "addr-type;decoded addr"
 //   NOTIFY SUCCESS,DELAY            optional: NEVER, or SUCCESS/FAILURE/DELAY in that order
+//   MAILBOX 1                       optional: a local mailbox from an expansion; no aliases
 //   STATE deferred                  optional (default pending): pending delivered failed deferred
 //   ATTEMPTS 3                      optional (default 0)
 //   NEXT 1700003600                 optional (default 0): next attempt, seconds since the epoch
@@ -89,6 +90,9 @@ struct Recipient {
   std::string address;  // forward path without brackets
   std::string orcpt;    // "" when ORCPT was not given; else "addr-type;xtext-decoded address"
   unsigned notify = kNotifyNone;
+  // A local name that came out of an alias or .forward expansion: deliver to its mailbox,
+  // never expand it again (else "root: \\root, admin" would expand root forever).
+  bool mailbox_only = false;
   DeliveryState state = DeliveryState::kPending;
   std::uint32_t attempts = 0;
   std::int64_t next_attempt = 0;  // seconds since the epoch; 0 = as soon as possible

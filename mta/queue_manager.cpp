@@ -11,21 +11,27 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <memory>
 #include <optional>
+#include <set>
+#include <utility>
 
+#include "libmail/accounts.h"
 #include "libmail/ascii.h"
 #include "libmail/file_io.h"
 #include "libmail/log.h"
 #include "mta/dsn.h"
 #include "mta/injector.h"
 #include "mta/queue_id.h"
+#include "mta/relay_policy.h"
 
 namespace mailwright::mta {
 namespace {
 
 constexpr std::int64_t kLockedRetry = 60;   // another process holds the message
 constexpr std::int64_t kErrorRetry = 300;   // the queue file could not be read
-constexpr std::size_t kMaxIncludeFile = 1024 * 1024;
+// Delivered-To lines are added at the top: this much of the message always holds ours.
+constexpr std::uint64_t kMaxHeaderRead = 256 * 1024;
 
 std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
@@ -39,7 +45,35 @@ std::string lower(std::string s) {
   return s;
 }
 
+const char* verdict(const DeliveryOutcome& o) {
+  return o.kind == DeliveryOutcome::Kind::kDelivered ? "delivered"
+         : o.kind == DeliveryOutcome::Kind::kFailed  ? "failed"
+                                                      : "deferred";
+}
+
 }  // namespace
+
+bool has_delivered_to(std::string_view header, std::string_view address) {
+  constexpr std::string_view kName = "delivered-to:";
+  std::size_t pos = 0;
+  while (pos < header.size()) {
+    std::size_t end = header.find('\n', pos);
+    if (end == std::string_view::npos) end = header.size();
+    std::string_view line = header.substr(pos, end - pos);
+    pos = end + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) break;  // the end of the header section
+    if (!ascii_istarts_with(line, kName)) continue;
+    std::string_view value = line.substr(kName.size());
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    if (value.size() >= 2 && value.front() == '<' && value.back() == '>') {
+      value = value.substr(1, value.size() - 2);
+    }
+    if (ascii_iequal(value, address)) return true;
+  }
+  return false;
+}
 
 std::chrono::seconds retry_delay(std::uint32_t attempts, std::chrono::seconds first,
                                  std::chrono::seconds most) {
@@ -60,6 +94,28 @@ bool QueueFilter::matches(const Envelope& envelope) const {
   return false;
 }
 
+// One local recipient's delivery in this attempt: mailboxes through mda, commands and files
+// through the launcher, addresses for a new message (queue_manager.h).
+struct QueueManager::Plan {
+  struct Target {
+    TargetOrigin origin;
+    std::string user;  // kForward: whose .forward
+    bool program;      // |command, else /file
+    std::string value;
+  };
+  std::string forward_user;  // this user's ~/.forward is read before anything starts
+  std::string origin;        // "alias NAME", "~USER/.forward": for the log
+  std::vector<std::string> mailboxes;
+  std::vector<Target> targets;
+  std::vector<Recipient> copy;  // the recipients of a new message
+  std::string copy_sender;
+  std::string delivered_to;     // the header line a new message starts with, or ""
+  std::vector<DeliveryOutcome> settled;  // decided without a delivery
+  std::vector<std::optional<DeliveryOutcome>> results;  // per mailbox, then per target
+  std::size_t waiting = 0;
+  bool done = false;  // a->outcomes[index] is set
+};
+
 struct QueueManager::Attempt {
   std::string id;
   UniqueFd fd;
@@ -70,15 +126,18 @@ struct QueueManager::Attempt {
   bool force = false;
   std::vector<std::optional<DeliveryOutcome>> outcomes;
   int parts = 0;
+  std::map<std::size_t, Plan> plans;  // local recipients by index
+  std::optional<std::string> header;  // header_section()
 };
 
 QueueManager::QueueManager(event_base* base, MtaContext& context, QueueSettings settings,
-                           LmtpDelivery& local, RemoteDeliverer* remote)
+                           LmtpDelivery& local, RemoteDeliverer* remote, PrivilegedClient* ops)
     : base_(base),
       context_(context),
       settings_(settings),
       local_(local),
       remote_(remote),
+      ops_(ops),
       timer_(evtimer_new(base, &QueueManager::on_timer, this)),
       rescan_timer_(event_new(base, -1, EV_PERSIST, &QueueManager::on_rescan, this)) {}
 
@@ -285,7 +344,6 @@ void QueueManager::dispatch(Attempt* a) {
   tables.relayhost = context_.relayhost ? &*context_.relayhost : nullptr;
   tables.smtp_port = context_.settings.smtp_port;
 
-  std::map<std::string, std::vector<std::size_t>> local_users;  // user -> recipient indexes
   std::map<std::string, std::vector<std::size_t>> remote;       // hop key -> recipient indexes
   std::map<std::string, std::pair<NextHop, std::string>> hops;  // hop key -> hop, domain
   for (std::size_t i = 0; i < env.recipients.size(); ++i) {
@@ -300,11 +358,9 @@ void QueueManager::dispatch(Attempt* a) {
                                             : DeliveryOutcome::failed(t.status, diagnostic);
         break;
       }
-      case Transport::Kind::kLocal: {
-        auto user = resolve_local(a, i, route.local_name);
-        if (user) local_users[*user].push_back(i);
+      case Transport::Kind::kLocal:
+        plan_local(a, i, route.local_name);
         break;
-      }
       case Transport::Kind::kSmtp: {
         const NextHop& hop = route.transport.hop;
         const std::string key = hop.host + "|" + std::to_string(hop.port) +
@@ -317,34 +373,30 @@ void QueueManager::dispatch(Attempt* a) {
   }
 
   a->parts = 1;  // held until every part has been started
-  if (!local_users.empty()) {
+  // The ~/.forward files first (one request per user): they decide what is delivered locally.
+  std::set<std::string> readers;
+  for (const auto& entry : a->plans) {
+    if (!entry.second.forward_user.empty()) readers.insert(entry.second.forward_user);
+  }
+  if (readers.empty()) {
+    start_local(a);
+  } else {
     ++a->parts;
-    LmtpJob job;
-    job.sender = env.sender;
-    job.smtputf8 = env.smtputf8;
-    job.message_fd = a->fd.get();
-    job.offset = a->body_offset;
-    job.length = a->body_length;
-    job.log_id = a->id;
-    std::vector<std::vector<std::size_t>> who;
-    for (auto& [user, indexes] : local_users) {
-      job.users.push_back(user);
-      who.push_back(indexes);
+    auto answers = std::make_shared<std::map<std::string, ForwardLookup>>();
+    const std::size_t count = readers.size();
+    for (const std::string& user : readers) {
+      ops_->read_forward(user, [this, a, user, answers, count](ForwardLookup lookup) {
+        (*answers)[user] = std::move(lookup);
+        if (answers->size() < count) return;
+        for (auto& entry : a->plans) {
+          if (!entry.second.forward_user.empty()) {
+            apply_forward(a, entry.first, (*answers)[entry.second.forward_user]);
+          }
+        }
+        start_local(a);
+        part_done(a);
+      });
     }
-    job.done = [this, a, who, users = job.users](std::vector<DeliveryOutcome> outcomes) {
-      for (std::size_t u = 0; u < who.size() && u < outcomes.size(); ++u) {
-        log_info(a->id, "to=<%s> local user=%s %s: %s", 
-                 printable(a->envelope.recipients[who[u][0]].address).c_str(),
-                 printable(users[u]).c_str(),
-                 outcomes[u].kind == DeliveryOutcome::Kind::kDelivered ? "delivered"
-                 : outcomes[u].kind == DeliveryOutcome::Kind::kFailed  ? "failed"
-                                                                        : "deferred",
-                 printable(outcomes[u].diagnostic).c_str());
-        for (std::size_t i : who[u]) a->outcomes[i] = outcomes[u];
-      }
-      part_done(a);
-    };
-    local_.deliver(std::move(job));
   }
   for (auto& [key, indexes] : remote) {
     if (remote_ == nullptr) {
@@ -368,10 +420,7 @@ void QueueManager::dispatch(Attempt* a) {
         const Recipient& r = a->envelope.recipients[indexes[k]];
         log_info(a->id, "to=<%s> relay=%s %s: %s", printable(r.address).c_str(),
                  outcomes[k].remote_host.empty() ? "none" : outcomes[k].remote_host.c_str(),
-                 outcomes[k].kind == DeliveryOutcome::Kind::kDelivered ? "delivered"
-                 : outcomes[k].kind == DeliveryOutcome::Kind::kFailed  ? "failed"
-                                                                        : "deferred",
-                 printable(outcomes[k].diagnostic).c_str());
+                 verdict(outcomes[k]), printable(outcomes[k].diagnostic).c_str());
         a->outcomes[indexes[k]] = outcomes[k];
       }
       part_done(a);
@@ -381,80 +430,374 @@ void QueueManager::dispatch(Attempt* a) {
   part_done(a);  // releases the hold taken above
 }
 
-// A local name: through the aliases to the users to hand to mda. Returns the user to deliver
-// to, or nullopt when the recipient was dealt with here (expanded into a new message, or an
-// error recorded in a->outcomes).
-std::optional<std::string> QueueManager::resolve_local(Attempt* a, std::size_t index,
-                                                       const std::string& name) {
+bool QueueManager::forward_allowed(const std::string& user) const {
+  return ops_ != nullptr && context_.settings.forward_files &&
+         !context_.settings.mailbox.file_accounts && is_valid_user_name(user);
+}
+
+void QueueManager::decide(Attempt* a, std::size_t index, DeliveryOutcome outcome) {
+  a->outcomes[index] = std::move(outcome);
+  a->plans[index].done = true;
+}
+
+// The recipient of a new message made from an expansion of r.
+static Recipient expansion_recipient(const Recipient& r, std::string address, bool mailbox_only) {
+  Recipient nr;
+  nr.address = std::move(address);
+  nr.mailbox_only = mailbox_only;
+  nr.orcpt = r.orcpt;
+  nr.notify = r.notify & ~static_cast<unsigned>(kNotifySuccess);
+  if (nr.notify == kNotifyNone && r.notify != kNotifyNone) nr.notify = kNotifyNever;
+  return nr;
+}
+
+// A local name: through the aliases to what this attempt delivers (a->plans[index]), or an
+// outcome decided at once (a->outcomes[index]).
+void QueueManager::plan_local(Attempt* a, std::size_t index, const std::string& name) {
   const Recipient& r = a->envelope.recipients[index];
   context_.refresh_aliases();
-  if (!context_.aliases || !context_.aliases->contains(name)) {
+  const bool aliased = context_.aliases && context_.aliases->contains(name);
+  auto mailbox = [&](const std::string& user, bool forward) {
+    Plan plan;
+    plan.mailboxes.push_back(user);
+    if (forward && forward_allowed(user)) plan.forward_user = user;
+    a->plans[index] = std::move(plan);
+  };
+  // A mailbox named by an earlier expansion is never expanded again. Its owner's ~/.forward
+  // still decides where the mail goes, unless the name is an alias itself ("root: \root, ...":
+  // the mailbox proper).
+  if (r.mailbox_only) return mailbox(name, !aliased);
+  if (!aliased) {
     // RFC 5321 4.5.1: mail for postmaster must reach someone even without an alias: root.
-    return name == "postmaster" ? std::string("root") : name;
+    return mailbox(name == "postmaster" ? std::string("root") : name, true);
   }
-  auto lookup = [this](std::string_view n) { return context_.aliases->find(n); };
-  auto include = [](std::string_view path) -> Result<std::vector<AliasTarget>> {
-    auto text = read_small_file(std::string(path), kMaxIncludeFile);
-    if (!text) return text.error();
-    return parse_include_file(*text, path);
+  // "user@" one of our own domains is a local name: written so in an alias file it must take
+  // part in the expansion (and its loop detection) as a name, or "admin: admin@ourdomain"
+  // would make a new message to itself forever.
+  auto localise = [this](std::vector<AliasTarget> targets) {
+    for (AliasTarget& t : targets) {
+      const auto at = t.value.rfind('@');
+      if (t.kind != AliasTarget::Kind::kAddress || at == std::string::npos) continue;
+      if (!is_local_domain(std::string_view(t.value).substr(at + 1),
+                           context_.settings.local_domains)) {
+        continue;
+      }
+      std::string local = lower(t.value.substr(0, at));
+      if (is_valid_alias_name(local)) t.value = std::move(local);
+    }
+    return targets;
+  };
+  std::map<std::string, std::vector<AliasTarget>, std::less<>> localised;
+  auto lookup = [&](std::string_view n) -> const std::vector<AliasTarget>* {
+    if (auto it = localised.find(n); it != localised.end()) return &it->second;
+    const std::vector<AliasTarget>* raw = context_.aliases->find(n);
+    if (raw == nullptr) return nullptr;
+    return &localised.emplace(std::string(n), localise(*raw)).first->second;
+  };
+  // A regular file only (never a FIFO that would stall the loop), read like the alias file.
+  auto include = [&](std::string_view path) -> Result<std::vector<AliasTarget>> {
+    auto targets = load_include_file(std::string(path));
+    if (!targets) return targets.error();
+    return localise(std::move(*targets));
   };
   auto expansion = expand_alias(name, lookup, include);
   if (!expansion) {
     const Error& e = expansion.error();
     const std::string diagnostic = "x-mailwright; alias " + name + ": " + e.text();
     a->outcomes[index] = e.is_temporary() ? DeliveryOutcome::deferred(e.status(), diagnostic)
-                                       : DeliveryOutcome::failed(e.status(), diagnostic);
-    return std::nullopt;
+                                          : DeliveryOutcome::failed(e.status(), diagnostic);
+    return;
   }
   const auto& targets = expansion->targets;
-  for (const AliasTarget& t : targets) {
-    if (t.kind == AliasTarget::Kind::kPipe || t.kind == AliasTarget::Kind::kFile) {
-      a->outcomes[index] = DeliveryOutcome::failed(
-          "5.3.5", "x-mailwright; alias " + name +
-                       ": pipe and file targets are not delivered by this mta; use mda or a "
-                       "user's own filter");
-      return std::nullopt;
-    }
-  }
   // One local mailbox: the common "postmaster: root" case, delivered at once.
   if (targets.size() == 1 && targets[0].kind == AliasTarget::Kind::kAddress &&
       targets[0].value.find('@') == std::string::npos) {
-    return lower(targets[0].value);
+    const std::string user = lower(targets[0].value);
+    return mailbox(user, !context_.aliases->contains(user));
   }
-  // Several targets, or a remote one: a new message to the expansion. This recipient is then
-  // done ("expanded", RFC 3461 5.2.7.3 (c)); each target is retried and bounced on its own.
-  Envelope copy;
-  copy.arrival_time = a->now;
+  // Commands and files are delivered in this attempt; addresses (several, or a remote one)
+  // become a new message, so each is retried and bounced on its own.
+  Plan plan;
+  plan.origin = "alias " + name;
   const auto owner = context_.aliases->owner_of(name);
-  copy.sender = owner ? *owner + "@" + context_.settings.hostname : a->envelope.sender;
-  copy.body = a->envelope.body;
-  copy.smtputf8 = a->envelope.smtputf8;
-  copy.ret = a->envelope.ret;
-  copy.envid = a->envelope.envid;
-  copy.protocol = "local";
-  for (const AliasTarget& t : targets) {
-    Recipient nr;
-    nr.address = t.value.find('@') == std::string::npos
-                     ? t.value + "@" + context_.settings.hostname
-                     : t.value;
-    nr.orcpt = r.orcpt;
-    nr.notify = r.notify & ~static_cast<unsigned>(kNotifySuccess);
-    if (nr.notify == kNotifyNone && r.notify != kNotifyNone) nr.notify = kNotifyNever;
-    copy.recipients.push_back(std::move(nr));
+  plan.copy_sender = owner ? *owner + "@" + context_.settings.hostname : a->envelope.sender;
+  for (std::size_t k = 0; k < targets.size(); ++k) {
+    const AliasTarget& t = targets[k];
+    if (t.kind == AliasTarget::Kind::kAddress) {
+      // expand_alias has expanded local names all the way down: these are mailboxes now.
+      const bool local = t.value.find('@') == std::string::npos;
+      plan.copy.push_back(expansion_recipient(
+          r, local ? t.value + "@" + context_.settings.hostname : t.value, local));
+      continue;
+    }
+    const std::string shown = (t.kind == AliasTarget::Kind::kPipe ? "|" : "") + t.value;
+    auto settle = [&](DeliveryOutcome o) {
+      log_info(a->id, "to=<%s> %s \"%s\" (alias %s) %s: %s", printable(r.address).c_str(),
+               t.kind == AliasTarget::Kind::kPipe ? "command" : "file", printable(shown).c_str(),
+               name.c_str(), verdict(o), printable(o.diagnostic, 512).c_str());
+      plan.settled.push_back(std::move(o));
+    };
+    if (!expansion->include_files[k].empty()) {
+      // Postfix's default (allow_mail_to_commands = alias, forward): whoever may write an
+      // include file should not thereby run commands as someone else.
+      settle(DeliveryOutcome::failed(
+          "5.7.1", "x-mailwright; alias " + name + ": " + shown + " comes from " +
+                       expansion->include_files[k] +
+                       ": commands and files in :include: files are not run"));
+    } else if (ops_ == nullptr) {
+      settle(DeliveryOutcome::failed(
+          "5.3.5", "x-mailwright; alias " + name + ": commands and files are not delivered here"));
+    } else if (t.kind == AliasTarget::Kind::kFile && t.value == "/dev/null") {
+      settle(DeliveryOutcome::delivered("x-mailwright; /dev/null: discarded"));
+    } else {
+      plan.targets.push_back(
+          {TargetOrigin::kAlias, "", t.kind == AliasTarget::Kind::kPipe, t.value});
+    }
   }
-  auto queued = queue_new_message(*context_.spool, std::move(copy), {}, a->fd.get(),
-                                  a->body_offset, a->body_length);
-  if (!queued) {
-    a->outcomes[index] =
-        DeliveryOutcome::deferred("4.3.0", "x-mailwright; " + queued.error().text());
-    return std::nullopt;
+  a->plans[index] = std::move(plan);
+}
+
+// What ~user/.forward says about a plan that was that user's mailbox.
+void QueueManager::apply_forward(Attempt* a, std::size_t index, const ForwardLookup& lookup) {
+  Plan& plan = a->plans[index];
+  const std::string user = std::exchange(plan.forward_user, std::string());
+  const std::string file = "~" + user + "/.forward";
+  const Recipient& r = a->envelope.recipients[index];
+  auto ignore = [&](const std::string& why) {
+    log_warning(a->id, "to=<%s> %s ignored, delivering to the mailbox: %s",
+                printable(r.address).c_str(), file.c_str(), printable(why, 512).c_str());
+  };
+  switch (lookup.kind) {
+    case ForwardLookup::Kind::kNone:
+      return;
+    case ForwardLookup::Kind::kUnsafe:
+      return ignore(lookup.text);
+    case ForwardLookup::Kind::kError:
+      log_warning(a->id, "to=<%s> cannot read %s: %s", printable(r.address).c_str(), file.c_str(),
+                  printable(lookup.text).c_str());
+      return decide(a, index,
+                    DeliveryOutcome::deferred(lookup.status.empty() ? "4.3.0" : lookup.status,
+                                              "x-mailwright; cannot read " + file + ": " +
+                                                  lookup.text));
+    case ForwardLookup::Kind::kFound:
+      break;
   }
-  log_info(a->id, "to=<%s> expanded to %zu recipients: %s", printable(r.address).c_str(),
-           targets.size(), queued->c_str());
-  queued_by_us(*queued);
-  a->outcomes[index] = DeliveryOutcome::delivered("x-mailwright; expanded as " + *queued);
-  a->outcomes[index]->expanded = true;
-  return std::nullopt;
+  auto targets = parse_include_file(lookup.text, file);
+  if (!targets) return ignore(targets.error().text());
+  // sendmail: an empty .forward is no .forward.
+  if (targets->empty()) return;
+  for (const AliasTarget& t : *targets) {
+    if (t.kind == AliasTarget::Kind::kInclude) return ignore(":include: is not allowed here");
+  }
+  Plan fwd;
+  fwd.origin = file;
+  fwd.copy_sender = a->envelope.sender;
+  std::set<std::pair<AliasTarget::Kind, std::string>> seen;
+  for (const AliasTarget& t : *targets) {
+    if (!seen.emplace(t.kind, t.value).second) continue;
+    switch (t.kind) {
+      case AliasTarget::Kind::kAddress: {
+        const std::size_t at = t.value.rfind('@');
+        const std::string local = t.value.substr(0, at);
+        const auto& domains = context_.settings.local_domains;
+        const bool here = at == std::string::npos ||
+                          std::find(domains.begin(), domains.end(), t.value.substr(at + 1)) !=
+                              domains.end();
+        if (here && (t.no_expand || ascii_iequal(local, user))) {
+          // "\name", or the user's own name: that mailbox, without a .forward (no loop).
+          fwd.mailboxes.push_back(t.no_expand ? local : user);
+        } else {
+          // Anything else is an address like any other: aliases and .forward apply again.
+          fwd.copy.push_back(expansion_recipient(
+              r, at == std::string::npos ? t.value + "@" + context_.settings.hostname : t.value,
+              false));
+        }
+        break;
+      }
+      case AliasTarget::Kind::kPipe:
+        fwd.targets.push_back({TargetOrigin::kForward, user, true, t.value});
+        break;
+      case AliasTarget::Kind::kFile:
+        if (t.value == "/dev/null") {
+          fwd.settled.push_back(DeliveryOutcome::delivered("x-mailwright; /dev/null: discarded"));
+        } else {
+          fwd.targets.push_back({TargetOrigin::kForward, user, false, t.value});
+        }
+        break;
+      case AliasTarget::Kind::kInclude:
+        break;
+    }
+  }
+  if (!fwd.copy.empty()) {
+    // Postfix's loop check: a message forwarded by this .forward before has our header.
+    const std::string me = lower(user) + "@" + context_.settings.hostname;
+    if (has_delivered_to(header_section(a), me)) {
+      log_warning(a->id, "to=<%s> mail forwarding loop for %s", printable(r.address).c_str(),
+                  me.c_str());
+      return decide(a, index, DeliveryOutcome::failed(
+                                  "5.4.6", "x-mailwright; mail forwarding loop for " + me));
+    }
+    fwd.delivered_to = "Delivered-To: " + me + "\r\n";
+  }
+  log_info(a->id, "to=<%s> %s: %zu mailboxes, %zu commands and files, %zu addresses",
+           printable(r.address).c_str(), file.c_str(), fwd.mailboxes.size(), fwd.targets.size(),
+           fwd.copy.size());
+  plan = std::move(fwd);
+}
+
+// Starts what the plans deliver in this attempt: mailboxes through mda (one LMTP session for
+// all), commands and files through the launcher.
+void QueueManager::start_local(Attempt* a) {
+  std::map<std::string, std::vector<std::pair<std::size_t, std::size_t>>> users;
+  std::vector<std::size_t> ready;
+  for (auto& entry : a->plans) {
+    Plan& plan = entry.second;
+    if (plan.done) continue;
+    plan.results.assign(plan.mailboxes.size() + plan.targets.size(), std::nullopt);
+    plan.waiting = plan.results.size();
+    if (plan.waiting == 0) {
+      ready.push_back(entry.first);
+      continue;
+    }
+    ++a->parts;
+    for (std::size_t k = 0; k < plan.mailboxes.size(); ++k) {
+      users[plan.mailboxes[k]].emplace_back(entry.first, k);
+    }
+  }
+  for (std::size_t i : ready) finish_plan(a, i);
+  if (!users.empty()) {
+    LmtpJob job;
+    job.sender = a->envelope.sender;
+    job.smtputf8 = a->envelope.smtputf8;
+    job.message_fd = a->fd.get();
+    job.offset = a->body_offset;
+    job.length = a->body_length;
+    job.log_id = a->id;
+    std::vector<std::vector<std::pair<std::size_t, std::size_t>>> who;
+    for (auto& entry : users) {
+      job.users.push_back(entry.first);
+      who.push_back(entry.second);
+    }
+    job.done = [this, a, who, users = job.users](std::vector<DeliveryOutcome> outcomes) {
+      for (std::size_t u = 0; u < who.size(); ++u) {
+        const DeliveryOutcome o = u < outcomes.size()
+                                      ? outcomes[u]
+                                      : DeliveryOutcome::deferred("4.3.0", "x-mailwright; no answer");
+        log_info(a->id, "to=<%s> local user=%s %s: %s",
+                 printable(a->envelope.recipients[who[u][0].first].address).c_str(),
+                 printable(users[u]).c_str(), verdict(o), printable(o.diagnostic).c_str());
+        for (const auto& [i, slot] : who[u]) plan_result(a, i, slot, o);
+      }
+    };
+    local_.deliver(std::move(job));
+  }
+  for (auto& entry : a->plans) {
+    const std::size_t i = entry.first;
+    Plan& plan = entry.second;
+    if (plan.done) continue;
+    for (std::size_t k = 0; k < plan.targets.size(); ++k) {
+      const Plan::Target& t = plan.targets[k];
+      TargetJob job;
+      job.origin = t.origin;
+      job.user = t.user;
+      job.program = t.program;
+      job.target = t.value;
+      job.sender = a->envelope.sender;
+      job.recipient = a->envelope.recipients[i].address;
+      job.message_fd = a->fd.get();
+      job.offset = a->body_offset;
+      job.length = a->body_length;
+      const std::size_t slot = plan.mailboxes.size() + k;
+      job.done = [this, a, i, slot](DeliveryOutcome o) {
+        const Plan& p = a->plans[i];
+        const Plan::Target& target = p.targets[slot - p.mailboxes.size()];
+        log_info(a->id, "to=<%s> %s \"%s%s\" (%s) %s: %s",
+                 printable(a->envelope.recipients[i].address).c_str(),
+                 target.program ? "command" : "file", target.program ? "|" : "",
+                 printable(target.value).c_str(), p.origin.c_str(), verdict(o),
+                 printable(o.diagnostic, 1200).c_str());
+        plan_result(a, i, slot, std::move(o));
+      };
+      ops_->deliver(std::move(job));
+    }
+  }
+}
+
+void QueueManager::plan_result(Attempt* a, std::size_t index, std::size_t slot,
+                               DeliveryOutcome outcome) {
+  Plan& plan = a->plans[index];
+  plan.results[slot] = std::move(outcome);
+  if (--plan.waiting > 0) return;
+  finish_plan(a, index);
+  part_done(a);
+}
+
+// Every part of a plan has answered: the recipient's outcome is the worst of them. Nothing is
+// queued for the plan's addresses while a part is deferred: on the retry every part runs again.
+void QueueManager::finish_plan(Attempt* a, std::size_t index) {
+  Plan& plan = a->plans[index];
+  plan.done = true;
+  std::vector<DeliveryOutcome> all = plan.settled;
+  for (const auto& r : plan.results) {
+    all.push_back(r ? *r : DeliveryOutcome::deferred("4.3.0", "x-mailwright; no answer"));
+  }
+  auto first = [&](DeliveryOutcome::Kind kind) -> const DeliveryOutcome* {
+    for (const DeliveryOutcome& o : all) {
+      if (o.kind == kind) return &o;
+    }
+    return nullptr;
+  };
+  if (const DeliveryOutcome* d = first(DeliveryOutcome::Kind::kDeferred)) {
+    a->outcomes[index] = *d;
+    return;
+  }
+  std::optional<std::string> queued;
+  if (!plan.copy.empty()) {
+    const Recipient& r = a->envelope.recipients[index];
+    Envelope copy;
+    copy.arrival_time = a->now;
+    copy.sender = plan.copy_sender;
+    copy.body = a->envelope.body;
+    copy.smtputf8 = a->envelope.smtputf8;
+    copy.ret = a->envelope.ret;
+    copy.envid = a->envelope.envid;
+    copy.protocol = "local";
+    copy.recipients = plan.copy;
+    auto id = queue_new_message(*context_.spool, std::move(copy), plan.delivered_to, a->fd.get(),
+                                a->body_offset, a->body_length);
+    if (!id) {
+      a->outcomes[index] = DeliveryOutcome::deferred("4.3.0", "x-mailwright; " + id.error().text());
+      return;
+    }
+    log_info(a->id, "to=<%s> expanded to %zu recipients: %s", printable(r.address).c_str(),
+             plan.copy.size(), id->c_str());
+    queued_by_us(*id);
+    queued = *id;
+  }
+  if (const DeliveryOutcome* f = first(DeliveryOutcome::Kind::kFailed)) {
+    a->outcomes[index] = *f;
+  } else if (queued) {
+    // RFC 3461 5.2.7.3 (c): "expanded"; each new recipient is retried and bounced on its own.
+    a->outcomes[index] = DeliveryOutcome::delivered("x-mailwright; expanded as " + *queued);
+    a->outcomes[index]->expanded = true;
+  } else if (all.size() == 1) {
+    a->outcomes[index] = all[0];
+  } else {
+    a->outcomes[index] = DeliveryOutcome::delivered(
+        "x-mailwright; delivered to " + std::to_string(all.size()) + " targets");
+  }
+}
+
+// The message's header section (what the loop check looks at), read once per attempt.
+const std::string& QueueManager::header_section(Attempt* a) {
+  if (!a->header) {
+    std::string head(static_cast<std::size_t>(std::min<std::uint64_t>(a->body_length, kMaxHeaderRead)),
+                     '\0');
+    auto got = pread_full(a->fd.get(), head.data(), head.size(), static_cast<off_t>(a->body_offset));
+    head.resize(got ? *got : 0);
+    a->header = std::move(head);
+  }
+  return *a->header;
 }
 
 void QueueManager::part_done(Attempt* a) {

@@ -6,11 +6,12 @@
 // One attempt on a message:
 //  1. lock queue/ID (flock, so a daemon and a cron "mta -q" never deliver it at once) and read
 //     its envelope with the recipient states (spool.h);
-//  2. route each due recipient (routing.h): local names through the aliases (aliases.h) to
-//     mda over LMTP (lmtp_delivery.h), remote ones grouped by next hop to the SMTP client,
-//     errors decided at once. An alias that expands to more than one target, or to a remote
-//     address, becomes a new message to the expansion (RFC 3461 "expanded"), so each target's
-//     retries are its own and nobody gets a second copy when another target is deferred;
+//  2. route each due recipient (routing.h): local names through the aliases (aliases.h) and
+//     the users' ~/.forward files to mda over LMTP (lmtp_delivery.h), commands and files
+//     (privileged_client.h), remote ones grouped by next hop to the SMTP client, errors
+//     decided at once. An alias that expands to more than one address, or to a remote one,
+//     becomes a new message to the expansion (RFC 3461 "expanded"), so each target's retries
+//     are its own and nobody gets a second copy when another target is deferred;
 //  3. when every part has answered: new recipient states are written durably (state/ID)
 //     before anything is reported; deferred recipients get their next time (retry_interval,
 //     doubling up to max_retry_interval), expire after max_queue_lifetime; delay warnings
@@ -19,6 +20,34 @@
 //
 // A crash between a delivery and the state write delivers that recipient again on the next
 // attempt: the window RFC 5321 6.1 accepts, never a loss.
+//
+// Local recipients. Each becomes a plan for this attempt:
+//  - a name that is not an alias (or a mailbox_only recipient, queue_file.h) is that user's
+//    mailbox -- unless the user's ~/.forward says otherwise. For system accounts (accounts =
+//    system; virtual accounts have no home) the launcher reads ~user/.forward as the user
+//    (privileged_ops.h: regular file, owned by the user or root, not group- or
+//    world-writable, nor the home directory; else it is ignored with a warning and the
+//    mailbox gets the mail). Its targets, in :include: syntax, replace the mailbox: "\user"
+//    or the user's own name is the mailbox itself (no .forward again, so no loop), |command
+//    and /file run as the user, any other address goes into a new message, in which aliases
+//    and .forward files apply again. An :include: or a syntax error makes the whole file
+//    ignored (with a warning); an empty file counts as none. Not for a name that is an alias
+//    itself ("root: \root, ..."): that is the mailbox proper. forward_files = no turns
+//    .forward files off.
+//  - an alias expands (aliases.h): its local names and remote addresses go into a new message
+//    (local names as mailbox_only recipients), its |commands and /files run in this attempt as
+//    alias_program_user. Commands and files listed in an :include: file are refused (5.7.1),
+//    as Postfix does by default. /dev/null as a file is delivered by discarding.
+// Commands and files are no queue recipients: they are not addresses, and a recipient is
+// never turned into one. They are delivered as part of the recipient whose expansion named
+// them, so the recipient's outcome is the worst of its parts (deferred, then failed, then
+// delivered), and the new message for the addresses is queued only when no part was deferred.
+// A deferred part makes the next attempt run every part of that expansion again: a command
+// that succeeded may then see the message twice (sendmail's and Postfix's .forward deliveries
+// behave the same way). A .forward's new message starts with "Delivered-To: user@hostname";
+// a .forward that would forward a message that has its own such line again fails it with
+// 5.4.6 (Postfix's mail forwarding loop check), so two users who forward to each other do
+// not make mail circle for ever.
 #pragma once
 
 #include <chrono>
@@ -29,12 +58,14 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "libmail/event_loop.h"
 #include "mta/delivery_outcome.h"
 #include "mta/dsn.h"
 #include "mta/lmtp_delivery.h"
+#include "mta/privileged_client.h"
 #include "mta/routing.h"
 #include "mta/smtp_host.h"
 
@@ -79,8 +110,9 @@ struct QueueFilter {
 
 class QueueManager {
  public:
+  // ops: commands, files and ~/.forward; null: none of them (commands and files fail).
   QueueManager(event_base* base, MtaContext& context, QueueSettings settings, LmtpDelivery& local,
-               RemoteDeliverer* remote);
+               RemoteDeliverer* remote, PrivilegedClient* ops = nullptr);
   ~QueueManager();
 
   // Daemon start: schedules every queued message at its recipients' next time, watches
@@ -97,6 +129,7 @@ class QueueManager {
 
  private:
   struct Attempt;
+  struct Plan;
   struct Item {
     std::int64_t next = 0;
     bool active = false;
@@ -111,8 +144,14 @@ class QueueManager {
   void run_due();
   void begin(const std::string& id);
   void dispatch(Attempt* attempt);
-  std::optional<std::string> resolve_local(Attempt* attempt, std::size_t index,
-                                           const std::string& name);
+  void plan_local(Attempt* attempt, std::size_t index, const std::string& name);
+  void apply_forward(Attempt* attempt, std::size_t index, const ForwardLookup& lookup);
+  void start_local(Attempt* attempt);
+  void plan_result(Attempt* attempt, std::size_t index, std::size_t slot, DeliveryOutcome outcome);
+  void finish_plan(Attempt* attempt, std::size_t index);
+  void decide(Attempt* attempt, std::size_t index, DeliveryOutcome outcome);
+  bool forward_allowed(const std::string& user) const;
+  const std::string& header_section(Attempt* attempt);
   void notify(Attempt* attempt, DsnKind kind, const std::vector<std::size_t>& recipients);
   void queued_by_us(const std::string& id);
   void part_done(Attempt* attempt);
@@ -124,6 +163,7 @@ class QueueManager {
   QueueSettings settings_;
   LmtpDelivery& local_;
   RemoteDeliverer* remote_;
+  PrivilegedClient* ops_;
   std::map<std::string, Item> items_;
   std::set<std::pair<std::int64_t, std::string>> schedule_;
   std::size_t active_ = 0;
@@ -136,6 +176,10 @@ class QueueManager {
   bool run_once_mode_ = false;
   std::set<Attempt*> attempts_;
 };
+
+// Whether the header section (CRLF or LF lines, up to the first empty one) has a
+// "Delivered-To:" field whose value is address (ASCII case-free, angle brackets allowed).
+bool has_delivered_to(std::string_view header, std::string_view address);
 
 // The retry time after attempts failed attempts: retry_interval, doubled each time, at most
 // max_retry_interval.

@@ -124,9 +124,14 @@ void SpoolSessionHost::abort_message() {
   incoming_.reset();
 }
 
-void SpoolSessionHost::committed(const Status& status) {
-  if (!incoming_) return;
-  if (status && incoming_->committed()) {
+std::optional<IncomingFile> SpoolSessionHost::take_incoming() {
+  std::optional<IncomingFile> file = std::move(incoming_);
+  incoming_.reset();
+  return file;
+}
+
+void SpoolSessionHost::committed(const Status& status, bool durable) {
+  if (status && durable) {
     std::string rcpts;
     for (const Recipient& r : envelope_.recipients) {
       if (!rcpts.empty()) rcpts += ',';

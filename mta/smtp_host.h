@@ -71,8 +71,11 @@ class SpoolSessionHost : public smtp::SessionHost {
  protected:
   // The message written so far, for the driver's commit_message().
   IncomingFile* incoming() { return incoming_ ? &*incoming_ : nullptr; }
-  // After the commit: logs the outcome and forgets the file.
-  void committed(const Status& status);
+  // Hands the message over to be committed elsewhere (another thread): this host no longer
+  // touches or discards it.
+  std::optional<IncomingFile> take_incoming();
+  // After the commit: logs the outcome (durable: the message is in queue/) and forgets the file.
+  void committed(const Status& status, bool durable);
 
   MtaContext& context_;
   std::string log_id_;

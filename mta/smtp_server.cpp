@@ -71,10 +71,12 @@ class SmtpConnection final : public SpoolSessionHost {
 
   void commit_message() override { server_.request_commit(this); }
 
-  IncomingFile* file_to_commit() { return incoming(); }
+  std::optional<IncomingFile> file_to_commit() { return take_incoming(); }
+  std::uint64_t serial() const { return serial_; }
+  void set_serial(std::uint64_t serial) { serial_ = serial; }
 
-  void commit_done(const Status& status) {
-    committed(status);
+  void commit_done(const Status& status, bool durable) {
+    committed(status, durable);
     std::string out;
     session_.commit_result(status, out);
     after_step(out);
@@ -333,6 +335,7 @@ class SmtpConnection final : public SpoolSessionHost {
   bool tls_ = false;
   bool closing_ = false;
   bool close_notify_sent_ = false;
+  std::uint64_t serial_ = 0;
 };
 
 SmtpServer::SmtpServer(event_base* base, MtaContext& context, SSL_CTX* tls)
@@ -342,7 +345,11 @@ SmtpServer::SmtpServer(event_base* base, MtaContext& context, SSL_CTX* tls)
       limits_(context.settings.max_sessions, context.settings.max_sessions_per_address),
       failures_(context.settings.failed_login_delay, context.settings.failed_login_delay_max,
                 std::chrono::seconds(900)),
-      commit_event_(event_new(base, -1, 0, &SmtpServer::on_commit, this)) {
+      commit_event_(event_new(base, -1, 0, &SmtpServer::on_commit, this)),
+      worker_(base, *context.spool,
+              [this](CommitWorker::Batch& batch, const Status& status) {
+                committed(batch, status);
+              }) {
   event_priority_set(commit_event_.get(), kCommitPriority);
 }
 
@@ -415,6 +422,7 @@ void SmtpServer::accept(evutil_socket_t fd, const sockaddr* addr, const std::str
   auto connection = std::make_unique<SmtpConnection>(*this, BufferEvent(bev), peer, id,
                                                      std::move(policy), implicit_tls);
   SmtpConnection* raw = connection.get();
+  raw->set_serial(next_id_);
   connections_.emplace(raw, std::move(connection));
   raw->start();
 }
@@ -451,34 +459,41 @@ void SmtpServer::request_commit(SmtpConnection* connection) {
 
 void SmtpServer::on_commit(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<SmtpServer*>(arg);
-  std::vector<SmtpConnection*> batch;
-  batch.swap(self->commit_queue_);
-  std::vector<IncomingFile*> files;
-  std::vector<SmtpConnection*> owners;
-  for (SmtpConnection* c : batch) {
-    if (IncomingFile* f = c->file_to_commit()) {
-      files.push_back(f);
-      owners.push_back(c);
+  // One batch at a time: what asks meanwhile is the next batch, started when this one is done.
+  if (self->worker_.busy() || self->commit_queue_.empty()) return;
+  CommitWorker::Batch batch;
+  for (SmtpConnection* c : self->commit_queue_) {
+    if (auto file = c->file_to_commit()) {
+      batch.push_back(CommitWorker::Entry{std::move(*file), c, c->serial()});
+    } else {
+      c->commit_done(Error::temporary(EX_SOFTWARE, "4.3.0", "no message to commit"), false);
     }
   }
-  Status batch_status = self->context_.spool->commit_batch(files);
+  self->commit_queue_.clear();
+  if (!batch.empty()) self->worker_.start(std::move(batch));
+}
+
+void SmtpServer::committed(CommitWorker::Batch& batch, const Status& batch_status) {
   std::vector<std::string> queued;
-  for (IncomingFile* f : files) {
-    if (f->committed()) queued.push_back(f->queue_id());
+  for (CommitWorker::Entry& e : batch) {
+    if (e.file.committed()) queued.push_back(e.file.queue_id());
   }
-  for (std::size_t i = 0; i < owners.size(); ++i) {
-    // A connection can be removed by another's callback in this loop only through remove(),
-    // which also takes it out of the queue we already swapped away: check it is still there.
-    if (self->connections_.count(owners[i]) == 0) continue;
-    Status st = files[i]->committed()
-                    ? Status()
-                    : (batch_status ? Status(Error::temporary(EX_IOERR, "4.3.0", "not committed"))
-                                    : batch_status);
-    owners[i]->commit_done(st);
+  for (CommitWorker::Entry& e : batch) {
+    auto* owner = static_cast<SmtpConnection*>(e.owner);
+    // The client may have gone while its message was on the way to the disk (it then never
+    // heard 250 and will send it again: the duplicate RFC 5321 6.1 allows, never a loss).
+    auto it = connections_.find(owner);
+    if (it == connections_.end() || owner->serial() != e.owner_serial) continue;
+    const bool durable = e.file.committed();
+    Status st = durable ? Status()
+                        : (batch_status ? Status(Error::temporary(EX_IOERR, "4.3.0", "not committed"))
+                                        : batch_status);
+    owner->commit_done(st, durable);
   }
-  if (self->on_queued_) {
-    for (const std::string& id : queued) self->on_queued_(id);
+  if (on_queued_) {
+    for (const std::string& id : queued) on_queued_(id);
   }
+  if (!commit_queue_.empty()) event_active(commit_event_.get(), EV_TIMEOUT, 0);
 }
 
 }  // namespace mailwright::mta

@@ -22,6 +22,7 @@
 #include "libmail/daemon.h"
 #include "libmail/event_loop.h"
 #include "libmail/tls.h"
+#include "mta/commit_worker.h"
 #include "mta/smtp_host.h"
 
 namespace mailwright::mta {
@@ -61,6 +62,7 @@ class SmtpServer {
   void remove(SmtpConnection* connection);
   void request_commit(SmtpConnection* connection);
   static void on_commit(evutil_socket_t, short, void* arg);
+  void committed(CommitWorker::Batch& batch, const Status& status);
 
   event_base* base_;
   MtaContext& context_;
@@ -71,6 +73,7 @@ class SmtpServer {
   std::unordered_map<SmtpConnection*, std::unique_ptr<SmtpConnection>> connections_;
   std::vector<SmtpConnection*> commit_queue_;
   Event commit_event_;
+  CommitWorker worker_;
   std::uint64_t next_id_ = 1;
   bool exit_when_idle_ = false;
   std::function<void(const std::string&)> on_queued_;

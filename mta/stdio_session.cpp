@@ -26,7 +26,7 @@ class StdioHost final : public SpoolSessionHost {
     Status st = file != nullptr
                     ? context_.spool->commit(*file)
                     : Status(Error::temporary(EX_SOFTWARE, "4.3.0", "no message open"));
-    committed(st);
+    committed(st, file != nullptr && file->committed());
     session_->commit_result(st, *out_);
   }
   void authenticate(const std::string&, const std::string&) override {
