@@ -222,7 +222,8 @@ void QueueManager::schedule(const std::string& id, std::int64_t when) {
 }
 
 void QueueManager::arm_timer() {
-  if (schedule_.empty()) {
+  // With every slot taken there is nothing to wake up for: finish() calls run_due().
+  if (schedule_.empty() || active_ >= settings_.max_deliveries) {
     event_del(timer_.get());
     return;
   }

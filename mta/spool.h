@@ -36,10 +36,13 @@
 // never moves between directories after commit. When every recipient is done, remove() deletes
 // queue/ID first and state/ID second (S2/S3 -> S4 -> gone): a crash in between leaves S4, which
 // recovery cleans, rather than a message whose state was lost and would be delivered again.
+// A message without a state file (delivered at its first attempt) is removed without a sync:
+// a crash that undoes the unlink means one more delivery, never a loss.
 //
 // Errors are Results: temporary for I/O failures and disk full, permanent for a spool that is
-// unsafe (symlink, wrong owner or mode). Not thread-safe; one Spool per process is enough
-// (the descriptors are shared by every operation).
+// unsafe (symlink, wrong owner or mode). One Spool per process is enough (the descriptors are
+// shared by every operation); commit_batch may run in another thread (commit_worker.h) while
+// the loop creates and removes files, since both only read the directory descriptors.
 #pragma once
 
 #include <sys/statvfs.h>
