@@ -458,7 +458,11 @@ void QueueManager::plan_local(Attempt* a, std::size_t index, const std::string& 
   const Recipient& r = a->envelope.recipients[index];
   context_.refresh_aliases();
   const bool aliased = context_.aliases && context_.aliases->contains(name);
-  auto mailbox = [&](const std::string& user, bool forward) {
+  auto mailbox = [&](const std::string& name_or_postmaster, bool forward) {
+    // RFC 5321 4.5.1: mail for postmaster must reach someone even where no alias says who:
+    // root.
+    const std::string user =
+        name_or_postmaster == "postmaster" ? std::string("root") : name_or_postmaster;
     Plan plan;
     plan.mailboxes.push_back(user);
     if (forward && forward_allowed(user)) plan.forward_user = user;
@@ -468,10 +472,7 @@ void QueueManager::plan_local(Attempt* a, std::size_t index, const std::string& 
   // still decides where the mail goes, unless the name is an alias itself ("root: \root, ...":
   // the mailbox proper).
   if (r.mailbox_only) return mailbox(name, !aliased);
-  if (!aliased) {
-    // RFC 5321 4.5.1: mail for postmaster must reach someone even without an alias: root.
-    return mailbox(name == "postmaster" ? std::string("root") : name, true);
-  }
+  if (!aliased) return mailbox(name, true);
   // "user@" one of our own domains is a local name: written so in an alias file it must take
   // part in the expansion (and its loop detection) as a name, or "admin: admin@ourdomain"
   // would make a new message to itself forever.
