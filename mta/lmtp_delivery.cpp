@@ -61,12 +61,12 @@ ParsedReply read_reply(std::string_view buffer) {
 
 class LmtpDelivery::Session {
  public:
-  Session(LmtpDelivery& owner, LmtpJob job) : owner_(owner), job_(std::move(job)) {
-    outcomes_.resize(job_.users.size());
-    decided_.resize(job_.users.size(), false);
-  }
+  explicit Session(LmtpDelivery& owner)
+      : owner_(owner), idle_timer_(evtimer_new(owner.base_, &Session::on_idle_timer, this)) {}
 
-  void start() {
+  // Starts mda; the first job goes out once it has greeted and answered LHLO.
+  void start(LmtpJob job) {
+    take(std::move(job));
     auto fd = owner_.launcher_.launch();
     if (!fd) {
       fail_all(fd.error().text());
@@ -85,8 +85,29 @@ class LmtpDelivery::Session {
     bufferevent_enable(bev_.get(), EV_READ | EV_WRITE);
   }
 
+  // Another job on a session that is idle (greeted, between transactions).
+  void reuse(LmtpJob job) {
+    event_del(idle_timer_.get());
+    take(std::move(job));
+    send_transaction();
+    step_ = Step::kMail;
+  }
+
+  std::size_t jobs_done() const { return jobs_done_; }
+
  private:
-  enum class Step { kGreeting, kLhlo, kMail, kRcpt, kData, kQuit, kDone };
+  enum class Step { kGreeting, kLhlo, kMail, kRcpt, kData, kIdle, kQuit, kDone };
+
+  void take(LmtpJob job) {
+    job_ = std::move(job);
+    outcomes_.assign(job_.users.size(), DeliveryOutcome{});
+    decided_.assign(job_.users.size(), false);
+    accepted_.clear();
+    rcpt_index_ = 0;
+    data_index_ = 0;
+    skip_ = 0;
+    has_job_ = true;
+  }
 
   static void on_read(bufferevent*, void* arg) { static_cast<Session*>(arg)->read(); }
 
@@ -96,6 +117,14 @@ class LmtpDelivery::Session {
       self->fail_all(what & BEV_EVENT_TIMEOUT ? "timeout talking to mda"
                                              : "mda closed the connection");
     }
+  }
+
+  static void on_idle_timer(evutil_socket_t, short, void* arg) {
+    // Unused for a while: say goodbye, mda exits.
+    auto* self = static_cast<Session*>(arg);
+    self->send("QUIT\r\n");
+    self->step_ = Step::kQuit;
+    self->owner_.not_idle(self);
   }
 
   void send(const std::string& text) { bufferevent_write(bev_.get(), text.data(), text.size()); }
@@ -120,7 +149,12 @@ class LmtpDelivery::Session {
     }
   }
 
-  // Returns false once the session is over (this object may be gone).
+  void decide(std::size_t i, DeliveryOutcome outcome) {
+    outcomes_[i] = std::move(outcome);
+    decided_[i] = true;
+  }
+
+  // Returns false when this object must not be used any more in this call.
   bool handle(const ParsedReply& reply) {
     switch (step_) {
       case Step::kGreeting:
@@ -138,11 +172,10 @@ class LmtpDelivery::Session {
           // The transaction failed as a whole: each recipient gets MAIL's answer, and mda
           // answers the RCPTs and the BDAT we pipelined with errors we skip.
           for (std::size_t i = 0; i < outcomes_.size(); ++i) {
-            outcomes_[i] = outcome_of(reply.code, "MAIL: " + reply.text);
-            decided_[i] = true;
+            decide(i, outcome_of(reply.code, "MAIL: " + reply.text));
           }
           skip_ = job_.users.size() + 1;
-          step_ = Step::kQuit;
+          step_ = Step::kData;
           return true;
         }
         step_ = Step::kRcpt;
@@ -151,31 +184,28 @@ class LmtpDelivery::Session {
         if (reply.code >= 200 && reply.code < 300) {
           accepted_.push_back(rcpt_index_);
         } else {
-          outcomes_[rcpt_index_] = outcome_of(reply.code, reply.text);
-          decided_[rcpt_index_] = true;
+          decide(rcpt_index_, outcome_of(reply.code, reply.text));
         }
         if (++rcpt_index_ == job_.users.size()) {
           step_ = Step::kData;
-          // No recipient accepted: one answer to BDAT (an error) and then QUIT's.
-          if (accepted_.empty()) {
-            skip_ = 1;
-            step_ = Step::kQuit;
-          }
+          // No recipient accepted: one answer to BDAT (an error), to skip.
+          if (accepted_.empty()) skip_ = 1;
+          if (skip_ == 0) return true;
         }
         return true;
       case Step::kData:
-        // RFC 2033 4.2: one reply per accepted recipient, in RCPT order.
-        outcomes_[accepted_[data_index_]] = outcome_of(reply.code, reply.text);
-        decided_[accepted_[data_index_]] = true;
-        if (++data_index_ == accepted_.size()) step_ = Step::kQuit;
-        return true;
-      case Step::kQuit:
         if (skip_ > 0) {
-          --skip_;
+          if (--skip_ == 0) return job_done();
           return true;
         }
-        // QUIT's 221: everything is known.
-        return finish();
+        // RFC 2033 4.2: one reply per accepted recipient, in RCPT order.
+        decide(accepted_[data_index_], outcome_of(reply.code, reply.text));
+        if (++data_index_ == accepted_.size()) return job_done();
+        return true;
+      case Step::kIdle:
+        return fail_all("unexpected reply from mda");
+      case Step::kQuit:
+        return close();  // QUIT's 221
       case Step::kDone:
         return false;
     }
@@ -204,47 +234,69 @@ class LmtpDelivery::Session {
       }
       evbuffer_file_segment_free(seg);  // the buffer holds its own reference
     }
-    send("QUIT\r\n");
+  }
+
+  // Every recipient of the job has its answer: report it, then wait for the next job (or end
+  // after enough of them, so no mda lives for ever).
+  bool job_done() {
+    report();
+    if (++jobs_done_ >= kJobsPerSession) {
+      send("QUIT\r\n");
+      step_ = Step::kQuit;
+      return true;
+    }
+    step_ = Step::kIdle;
+    timeval tv{kIdleSeconds, 0};
+    evtimer_add(idle_timer_.get(), &tv);
+    owner_.idle(this);
+    return true;
+  }
+
+  void report() {
+    if (!has_job_) return;
+    has_job_ = false;
+    auto* call = new Report{std::move(job_.done), std::move(outcomes_)};
+    // The caller learns the result from the event loop, never from inside deliver().
+    event_base_once(
+        owner_.base_, -1, EV_TIMEOUT,
+        [](evutil_socket_t, short, void* p) {
+          std::unique_ptr<Report> r(static_cast<Report*>(p));
+          if (r->done) r->done(std::move(r->outcomes));
+        },
+        call, nullptr);
   }
 
   bool fail_all(const std::string& why) {
     if (step_ == Step::kDone) return false;
-    log_warning(job_.log_id, "local delivery: %s", why.c_str());
-    for (std::size_t i = 0; i < outcomes_.size(); ++i) {
-      if (!decided_[i]) outcomes_[i] = DeliveryOutcome::deferred("4.3.0", "x-local; " + why);
+    if (has_job_) {
+      log_warning(job_.log_id, "local delivery: %s", why.c_str());
+      for (std::size_t i = 0; i < outcomes_.size(); ++i) {
+        if (!decided_[i]) outcomes_[i] = DeliveryOutcome::deferred("4.3.0", "x-local; " + why);
+      }
+      report();
     }
-    return finish();
+    return close();
   }
 
-  bool finish() {
+  bool close() {
     step_ = Step::kDone;
+    event_del(idle_timer_.get());
     if (bev_) bufferevent_setcb(bev_.get(), nullptr, nullptr, nullptr, nullptr);
-    auto done = std::move(job_.done);
-    auto outcomes = std::move(outcomes_);
-    LmtpDelivery& owner = owner_;
-    owner.finished(this);  // deletes this, later
-    // The caller learns the result from the event loop, never from inside deliver().
-    auto* call = new std::pair<decltype(done), decltype(outcomes)>(std::move(done),
-                                                                  std::move(outcomes));
-    event_base_once(
-        owner.base_, -1, EV_TIMEOUT,
-        [](evutil_socket_t, short, void* p) {
-          std::unique_ptr<std::pair<std::function<void(std::vector<DeliveryOutcome>)>,
-                                    std::vector<DeliveryOutcome>>>
-              c(static_cast<std::pair<std::function<void(std::vector<DeliveryOutcome>)>,
-                                      std::vector<DeliveryOutcome>>*>(p));
-          if (c->first) c->first(std::move(c->second));
-        },
-        call, nullptr);
+    owner_.finished(this);  // deletes this, later
     return false;
   }
 
- public:
-  ~Session() = default;
+  struct Report {
+    std::function<void(std::vector<DeliveryOutcome>)> done;
+    std::vector<DeliveryOutcome> outcomes;
+  };
+  static constexpr std::size_t kJobsPerSession = 1000;
+  static constexpr long kIdleSeconds = 10;
 
- private:
   LmtpDelivery& owner_;
+  Event idle_timer_;
   LmtpJob job_;
+  bool has_job_ = false;
   BufferEvent bev_;
   Step step_ = Step::kGreeting;
   std::vector<DeliveryOutcome> outcomes_;
@@ -253,6 +305,7 @@ class LmtpDelivery::Session {
   std::size_t rcpt_index_ = 0;
   std::size_t data_index_ = 0;
   std::size_t skip_ = 0;
+  std::size_t jobs_done_ = 0;
 };
 
 LmtpDelivery::~LmtpDelivery() {
@@ -260,12 +313,26 @@ LmtpDelivery::~LmtpDelivery() {
 }
 
 void LmtpDelivery::deliver(LmtpJob job) {
-  auto* session = new Session(*this, std::move(job));
+  // An idle mda is reused: no fork, no exec, no LHLO per message.
+  if (!idle_.empty()) {
+    Session* session = idle_.back();
+    idle_.pop_back();
+    session->reuse(std::move(job));
+    return;
+  }
+  auto* session = new Session(*this);
   sessions_.push_back(session);
-  session->start();
+  session->start(std::move(job));
+}
+
+void LmtpDelivery::idle(Session* session) { idle_.push_back(session); }
+
+void LmtpDelivery::not_idle(Session* session) {
+  idle_.erase(std::remove(idle_.begin(), idle_.end(), session), idle_.end());
 }
 
 void LmtpDelivery::finished(Session* session) {
+  not_idle(session);
   sessions_.erase(std::remove(sessions_.begin(), sessions_.end(), session), sessions_.end());
   event_base_once(
       base_, -1, EV_TIMEOUT, [](evutil_socket_t, short, void* p) { delete static_cast<Session*>(p); },
