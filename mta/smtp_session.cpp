@@ -439,6 +439,8 @@ struct Session::State {
   void start_data(std::string& out) {
     if (!mail_given) return fail(out, 503, "5.5.1", "Need MAIL command first");
     if (envelope.recipients.empty()) return fail(out, 554, "5.5.1", "No valid recipients");
+    // RFC 3030 3: a transaction that began with BDAT ends with BDAT LAST, never with DATA.
+    if (bdat || bdat_failed) return fail(out, 503, "5.5.1", "DATA after BDAT; send RSET");
     if (auto st = open_message(); !st) {
       return reply(out, st.error().status() == "4.3.1" ? 452 : 451, st.error().status(),
                    st.error().text());

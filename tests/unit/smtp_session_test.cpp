@@ -341,10 +341,17 @@ TEST_CASE("smtp session: BDAT chunks make one message; a refused chunk is read a
         "250 2.0.0 Ok: queued as QID0\r\n250 2.0.0 Ok\r\n");
   REQUIRE(h.host.committed.size() == 1);
   CHECK(h.host.committed[0].find("\r\nline 1\r\nline 2\r\n") != std::string::npos);
+  // DATA cannot finish a transaction BDAT began (found by the fuzzer: it opened a second
+  // message over the first).
+  h.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\n");
+  CHECK(h.send("BDAT 2\r\nab") == "250 2.0.0 2 octets received\r\n");
+  CHECK(h.send("DATA\r\n").rfind("503 5.5.1", 0) == 0);
+  CHECK(h.host.opened.size() == 2);  // the first transaction's and this one's, no third
+  CHECK(h.send("RSET\r\n") == "250 2.0.0 Ok\r\n");
   // An empty LAST chunk ends a message too (RFC 3030 2).
   h.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\n");
   CHECK(h.send("BDAT 3\r\nx\r\n") == "250 2.0.0 3 octets received\r\n");
-  CHECK(h.send("BDAT 0 LAST\r\n") == "250 2.0.0 Ok: queued as QID1\r\n");
+  CHECK(h.send("BDAT 0 LAST\r\n") == "250 2.0.0 Ok: queued as QID2\r\n");
   // BDAT without a transaction: its octets must not be taken as commands.
   CHECK(h.send("BDAT 6 LAST\r\nQUIT\r\n") == "503 5.5.1 Need MAIL command first\r\n");
   CHECK_FALSE(h.session.finished());
