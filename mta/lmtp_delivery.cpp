@@ -5,59 +5,22 @@
 #include <cstdio>
 #include <memory>
 
-#include "libmail/ascii.h"
 #include "libmail/log.h"
+#include "mta/smtp_client.h"
 
 namespace mailwright::mta {
 namespace {
 
-constexpr std::size_t kMaxReplyBuffer = 64 * 1024;
-
-std::string status_of(int code, std::string_view text) {
-  // An enhanced status code leads the text when the peer has ENHANCEDSTATUSCODES (mda has).
-  if (text.size() >= 5 && text[1] == '.' && (text[0] == '2' || text[0] == '4' || text[0] == '5') &&
-      text[0] == static_cast<char>('0' + code / 100)) {
-    const auto space = text.find(' ');
-    return std::string(text.substr(0, space));
-  }
-  return code >= 500 ? "5.0.0" : code >= 400 ? "4.0.0" : "2.0.0";
-}
-
-DeliveryOutcome outcome_of(int code, const std::string& text) {
-  const std::string diagnostic = "smtp; " + std::to_string(code) + " " + text;
-  if (code >= 200 && code < 300) return DeliveryOutcome::delivered(diagnostic);
-  if (code >= 500 && code < 600) return DeliveryOutcome::failed(status_of(code, text), diagnostic);
-  return DeliveryOutcome::deferred(code >= 400 ? status_of(code, text) : "4.3.0", diagnostic);
+// A reply of mda's as an outcome; the status is the enhanced code mda sends
+// (ENHANCEDSTATUSCODES), or the reply class's generic one.
+DeliveryOutcome outcome_of(const SmtpReply& reply) {
+  const std::string diagnostic = "smtp; " + reply.to_string();
+  if (reply.code >= 200 && reply.code < 300) return DeliveryOutcome::delivered(diagnostic);
+  if (reply.code >= 500) return DeliveryOutcome::failed(reply.status(), diagnostic);
+  return DeliveryOutcome::deferred(reply.code >= 400 ? reply.status() : "4.3.0", diagnostic);
 }
 
 }  // namespace
-
-ParsedReply read_reply(std::string_view buffer) {
-  ParsedReply r;
-  std::size_t pos = 0;
-  for (;;) {
-    const std::size_t lf = buffer.find('\n', pos);
-    if (lf == std::string_view::npos) return ParsedReply{};
-    std::string_view line = buffer.substr(pos, lf - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    pos = lf + 1;
-    int code = 0;
-    if (line.size() < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
-        line[2] < '0' || line[2] > '9' || (line.size() > 3 && line[3] != ' ' && line[3] != '-')) {
-      r.code = 0;
-      r.consumed = pos;
-      return r;
-    }
-    code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-    const bool more = line.size() > 3 && line[3] == '-';
-    if (!more) {
-      r.code = code;
-      r.text = std::string(line.size() > 4 ? line.substr(4) : std::string_view());
-      r.consumed = pos;
-      return r;
-    }
-  }
-}
 
 class LmtpDelivery::Session {
  public:
@@ -135,17 +98,15 @@ class LmtpDelivery::Session {
       const std::size_t len = evbuffer_get_length(in);
       if (len == 0) return;
       const auto* data = reinterpret_cast<const char*>(evbuffer_pullup(in, -1));
-      ParsedReply reply = read_reply(std::string_view(data, len));
-      if (reply.consumed == 0) {
-        if (len > kMaxReplyBuffer) fail_all("reply from mda too long");
+      // The SMTP client's parser: line and line-count limits bound what is buffered.
+      SmtpReplyParse parsed = parse_smtp_reply(std::string_view(data, len));
+      if (parsed.state == SmtpReplyParse::State::kIncomplete) return;
+      if (parsed.state == SmtpReplyParse::State::kError) {
+        fail_all("bad reply from mda: " + parsed.error);
         return;
       }
-      evbuffer_drain(in, reply.consumed);
-      if (reply.code == 0) {
-        fail_all("malformed reply from mda");
-        return;
-      }
-      if (!handle(reply)) return;
+      evbuffer_drain(in, parsed.consumed);
+      if (!handle(parsed.reply)) return;
     }
   }
 
@@ -155,15 +116,15 @@ class LmtpDelivery::Session {
   }
 
   // Returns false when this object must not be used any more in this call.
-  bool handle(const ParsedReply& reply) {
+  bool handle(const SmtpReply& reply) {
     switch (step_) {
       case Step::kGreeting:
-        if (reply.code != 220) return fail_all("mda greeting: " + reply.text);
+        if (reply.code != 220) return fail_all("mda greeting: " + reply.to_string());
         send("LHLO " + owner_.hostname_ + "\r\n");
         step_ = Step::kLhlo;
         return true;
       case Step::kLhlo:
-        if (reply.code != 250) return fail_all("LHLO: " + reply.text);
+        if (reply.code != 250) return fail_all("LHLO: " + reply.to_string());
         send_transaction();
         step_ = Step::kMail;
         return true;
@@ -172,7 +133,7 @@ class LmtpDelivery::Session {
           // The transaction failed as a whole: each recipient gets MAIL's answer, and mda
           // answers the RCPTs and the BDAT we pipelined with errors we skip.
           for (std::size_t i = 0; i < outcomes_.size(); ++i) {
-            decide(i, outcome_of(reply.code, "MAIL: " + reply.text));
+            decide(i, outcome_of(reply));
           }
           skip_ = job_.users.size() + 1;
           step_ = Step::kData;
@@ -184,7 +145,7 @@ class LmtpDelivery::Session {
         if (reply.code >= 200 && reply.code < 300) {
           accepted_.push_back(rcpt_index_);
         } else {
-          decide(rcpt_index_, outcome_of(reply.code, reply.text));
+          decide(rcpt_index_, outcome_of(reply));
         }
         if (++rcpt_index_ == job_.users.size()) {
           step_ = Step::kData;
@@ -199,7 +160,7 @@ class LmtpDelivery::Session {
           return true;
         }
         // RFC 2033 4.2: one reply per accepted recipient, in RCPT order.
-        decide(accepted_[data_index_], outcome_of(reply.code, reply.text));
+        decide(accepted_[data_index_], outcome_of(reply));
         if (++data_index_ == accepted_.size()) return job_done();
         return true;
       case Step::kIdle:

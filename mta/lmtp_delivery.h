@@ -53,14 +53,4 @@ class LmtpDelivery {
   std::vector<Session*> idle_;  // greeted, between transactions, ready for the next job
 };
 
-// Reads one complete SMTP/LMTP reply from the front of buffer: its code, the text of its last
-// line, and how many octets it used (0 if the reply is not complete yet). A malformed line
-// gives code 0.
-struct ParsedReply {
-  int code = 0;
-  std::string text;  // the last line without code and separator
-  std::size_t consumed = 0;
-};
-ParsedReply read_reply(std::string_view buffer);
-
 }  // namespace mailwright::mta
