@@ -44,11 +44,9 @@ Status copy_range(int from, std::uint64_t offset, std::uint64_t length, int to) 
   return {};
 }
 
-}  // namespace
-
-Result<std::string> queue_new_message(Spool& spool, Envelope envelope, std::string_view text,
-                                      int body_fd, std::uint64_t offset, std::uint64_t length) {
-  envelope.queue_id = new_queue_id();
+Result<std::string> write_and_commit(Spool& spool, const Envelope& envelope,
+                                     std::string_view text, int body_fd, std::uint64_t offset,
+                                     std::uint64_t length) {
   auto file = spool.create_incoming(envelope.queue_id);
   if (!file) return file.error();
   auto fail = [&](const Error& e) -> Result<std::string> {
@@ -63,6 +61,18 @@ Result<std::string> queue_new_message(Spool& spool, Envelope envelope, std::stri
   }
   if (auto st = spool.commit(*file); !st) return st.error();
   return envelope.queue_id;
+}
+
+}  // namespace
+
+Result<std::string> queue_message_as(Spool& spool, Envelope envelope, std::string_view text) {
+  return write_and_commit(spool, envelope, text, -1, 0, 0);
+}
+
+Result<std::string> queue_new_message(Spool& spool, Envelope envelope, std::string_view text,
+                                      int body_fd, std::uint64_t offset, std::uint64_t length) {
+  envelope.queue_id = new_queue_id();
+  return write_and_commit(spool, envelope, text, body_fd, offset, length);
 }
 
 }  // namespace mailwright::mta

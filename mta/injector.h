@@ -19,4 +19,7 @@ Result<std::string> queue_new_message(Spool& spool, Envelope envelope, std::stri
                                       int body_fd = -1, std::uint64_t offset = 0,
                                       std::uint64_t length = 0);
 
+// The same under the queue id envelope already has (a caller that wrote it into the message).
+Result<std::string> queue_message_as(Spool& spool, Envelope envelope, std::string_view text);
+
 }  // namespace mailwright::mta

@@ -6,8 +6,10 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 
 #include "build_paths.h"
 #include "libmail/accounts.h"
@@ -16,7 +18,9 @@
 #include "libmail/file_io.h"
 #include "libmail/log.h"
 #include "libmail/tls.h"
+#include "libmail/ascii.h"
 #include "mta/lmtp_delivery.h"
+#include "mta/maildrop.h"
 #include "mta/mailq.h"
 #include "mta/mda_launcher.h"
 #include "mta/password_checkers.h"
@@ -26,11 +30,16 @@
 #include "mta/remote_delivery.h"
 #include "mta/smtp_server.h"
 #include "mta/stdio_session.h"
+#include "mta/submission.h"
+#include "mta/queue_id.h"
 
 namespace mailwright::mta {
 
 const char* mta_usage() {
-  return "usage: mta -bd [-qTIME] [-v] [-C file]  SMTP daemon and queue (-bD: in the foreground)\n"
+  return "usage: mta [-t] [-i] [-f sender] [-F name] [-N dsn] [-R ret] [-V envid] [-B type]\n"
+         "           [-oX...] [-v] [-C file] [--] address ...   queue a message (sendmail, -bm)\n"
+         "       mta -bv [-C file] address ...   say how each address would be delivered\n"
+         "       mta -bd [-qTIME] [-v] [-C file]  SMTP daemon and queue (-bD: in the foreground)\n"
          "       mta -bs [-v] [-C file]     one SMTP session on stdin/stdout (inetd)\n"
          "       mta -q[Rdomain|Iid] [-v] [-C file]  deliver the queue once\n"
          "       mta -bp [-C file]          list the queue (mailq)\n"
@@ -48,75 +57,185 @@ std::vector<std::string> arguments_for_name(const std::string& argv0,
   return args;
 }
 
+namespace {
+
+std::string lowered(std::string_view text) {
+  std::string out(text);
+  ascii_lower_in_place(out);
+  return out;
+}
+
+Result<unsigned> parse_notify_flag(std::string_view value) {
+  const std::string v = lowered(value);
+  if (v == "never") return static_cast<unsigned>(kNotifyNever);
+  unsigned notify = 0;
+  std::size_t pos = 0;
+  while (pos <= v.size()) {
+    const std::size_t comma = std::min(v.find(',', pos), v.size());
+    const std::string item = v.substr(pos, comma - pos);
+    if (item == "success") {
+      notify |= kNotifySuccess;
+    } else if (item == "failure") {
+      notify |= kNotifyFailure;
+    } else if (item == "delay") {
+      notify |= kNotifyDelay;
+    } else {
+      return Error::permanent(EX_USAGE, "5.5.4",
+                              "-N wants never, or success, failure and delay separated by commas");
+    }
+    pos = comma + 1;
+  }
+  return notify;
+}
+
+}  // namespace
+
 Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args) {
   MtaOptions o;
   auto usage = [](std::string why) { return Error::permanent(EX_USAGE, "5.5.4", std::move(why)); };
-  for (std::size_t i = 0; i < args.size(); ++i) {
+  bool submit_mode = false;  // -bm or -bv given
+  std::size_t i = 0;
+  for (; i < args.size(); ++i) {
     const std::string& arg = args[i];
-    if (arg.size() < 2 || arg[0] != '-') return usage("unexpected argument " + arg);
-    if (arg[1] == 'b') {
-      if (arg.size() != 3) return usage("unknown option " + arg);
-      if (o.mode_given) return usage("only one -b mode may be given");
-      o.mode_given = true;
-      switch (arg[2]) {
-        case 'd':
-          o.mode = MtaMode::kDaemon;
-          break;
-        case 'D':
-          o.mode = MtaMode::kDaemon;
-          o.foreground = true;
-          break;
-        case 's':
-          o.mode = MtaMode::kSmtpSession;
-          break;
-        case 'P':
-          o.mode = MtaMode::kPrintConfig;
-          break;
-        case 'V':
-          o.mode = MtaMode::kCheck;
-          break;
-        case 'p':
-          o.mode = MtaMode::kListQueue;
-          break;
-        case 'i':
-          o.mode = MtaMode::kNewAliases;
-          break;
-        default:
-          return usage("unknown option " + arg);
-      }
-      continue;
+    if (arg == "--") {
+      ++i;
+      break;
     }
-    if (arg.rfind("-q", 0) == 0) {
-      // sendmail's forms: -q, -q15m (with -bd: how often), -qRdomain, -qIid.
-      const std::string rest = arg.substr(2);
-      if (!rest.empty() && (rest[0] == 'R' || rest[0] == 'I')) {
-        std::string value = rest.substr(1);
-        if (value.empty()) {
-          if (i + 1 >= args.size()) return usage("option " + arg + " needs a value");
-          value = args[++i];
+    // sendmail stops at the first address: what follows is addresses, whatever it looks like.
+    if (arg.size() < 2 || arg[0] != '-') break;
+    // Flags without a value may be grouped ("-ti"); the others take the rest of the argument
+    // or the next one ("-fjoe", "-f joe"), as getopt does.
+    for (std::size_t j = 1; j < arg.size(); ++j) {
+      const char flag = arg[j];
+      const std::string rest = arg.substr(j + 1);
+      auto value = [&]() -> std::optional<std::string> {
+        if (!rest.empty()) return rest;
+        if (i + 1 < args.size()) return args[++i];
+        return std::nullopt;
+      };
+      if (flag == 't') {
+        o.extract_recipients = true;
+        continue;
+      }
+      if (flag == 'i') {
+        o.ignore_dots = true;
+        continue;
+      }
+      if (flag == 'v') {
+        o.verbose = true;
+        continue;
+      }
+      if (flag == 'b') {
+        if (rest.size() != 1) return usage("unknown option " + arg);
+        if (o.mode_given || submit_mode) return usage("only one -b mode may be given");
+        switch (rest[0]) {
+          case 'd':
+            o.mode = MtaMode::kDaemon;
+            break;
+          case 'D':
+            o.mode = MtaMode::kDaemon;
+            o.foreground = true;
+            break;
+          case 's':
+            o.mode = MtaMode::kSmtpSession;
+            break;
+          case 'P':
+            o.mode = MtaMode::kPrintConfig;
+            break;
+          case 'V':
+            o.mode = MtaMode::kCheck;
+            break;
+          case 'p':
+            o.mode = MtaMode::kListQueue;
+            break;
+          case 'i':
+            o.mode = MtaMode::kNewAliases;
+            break;
+          case 'm':
+            o.mode = MtaMode::kSubmit;
+            break;
+          case 'v':
+            o.mode = MtaMode::kVerify;
+            break;
+          default:
+            return usage("unknown option " + arg);
         }
-        (rest[0] == 'R' ? o.queue_recipient : o.queue_id) = value;
-      } else if (!rest.empty()) {
-        o.queue_interval = rest;
+        (rest[0] == 'm' || rest[0] == 'v' ? submit_mode : o.mode_given) = true;
+        break;
       }
-      o.queue_flag = true;
-      continue;
-    }
-    if (arg == "-v") {
-      o.verbose = true;
-    } else if (arg.rfind("-C", 0) == 0) {
-      if (arg.size() > 2) {
-        o.config_path = arg.substr(2);
-      } else if (i + 1 < args.size()) {
-        o.config_path = args[++i];
-      } else {
-        return usage("option -C needs a value");
+      if (flag == 'q') {
+        // sendmail's forms: -q, -q15m (with -bd: how often), -qRdomain, -qIid.
+        if (!rest.empty() && (rest[0] == 'R' || rest[0] == 'I')) {
+          std::string v = rest.substr(1);
+          if (v.empty()) {
+            if (i + 1 >= args.size()) return usage("option -q" + rest + " needs a value");
+            v = args[++i];
+          }
+          (rest[0] == 'R' ? o.queue_recipient : o.queue_id) = v;
+        } else if (!rest.empty()) {
+          o.queue_interval = rest;
+        }
+        o.queue_flag = true;
+        break;
       }
-    } else {
-      return usage("unknown option " + arg);
+      if (flag == 'o') {
+        // sendmail's one-letter options: -oi is -i; the rest (-oem, -odb, -odi, ...) ask for
+        // things that are so here anyway, or do not apply, and are accepted as harmless.
+        if (rest.empty()) return usage("option -o needs an option letter");
+        if (rest == "i") o.ignore_dots = true;
+        break;
+      }
+      if (flag == 'O') {
+        if (!value()) return usage("option -O needs option=value");
+        break;
+      }
+      if (std::string_view("CfrFNRVB").find(flag) != std::string_view::npos) {
+        auto v = value();
+        if (!v) return usage(std::string("option -") + flag + " needs a value");
+        switch (flag) {
+          case 'C':
+            o.config_path = *v;
+            break;
+          case 'f':
+          case 'r':
+            o.sender = *v;
+            break;
+          case 'F':
+            o.full_name = *v;
+            break;
+          case 'N': {
+            auto notify = parse_notify_flag(*v);
+            if (!notify) return notify.error();
+            o.notify = *notify;
+            break;
+          }
+          case 'R': {
+            const std::string ret = lowered(*v);
+            if (ret != "full" && ret != "hdrs") return usage("-R wants full or hdrs");
+            o.ret = ret == "full" ? DsnRet::kFull : DsnRet::kHeaders;
+            break;
+          }
+          case 'V':
+            if (v->empty() || v->size() > 100) return usage("-V wants an envelope id");
+            o.envid = *v;
+            break;
+          case 'B': {
+            const std::string type = lowered(*v);
+            if (type != "7bit" && type != "8bitmime") return usage("-B wants 7BIT or 8BITMIME");
+            o.body = type == "7bit" ? BodyType::k7Bit : BodyType::k8BitMime;
+            break;
+          }
+          default:
+            break;
+        }
+        break;
+      }
+      return usage(std::string("unknown option -") + flag);
     }
   }
+  o.addresses.assign(args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
   if (o.queue_flag) {
+    if (submit_mode) return usage("-q does not go with -bm or -bv");
     if (!o.mode_given) {
       if (!o.queue_interval.empty()) return usage("-q" + o.queue_interval + " goes with -bd");
       o.mode = MtaMode::kQueueRun;
@@ -126,7 +245,17 @@ Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args) {
       return usage("-q goes alone, or as -qTIME with -bd");
     }
   }
-  if (!o.mode_given) return usage("give a mode: -bd, -bD, -bs, -bp, -q, -bP or -bV");
+  if (!o.mode_given && !submit_mode) o.mode = MtaMode::kSubmit;
+  if (o.mode == MtaMode::kSubmit) {
+    if (o.addresses.empty() && !o.extract_recipients) {
+      return usage("no recipients: name them, or use -t to take them from the message");
+    }
+  } else if (o.mode == MtaMode::kVerify) {
+    if (o.addresses.empty()) return usage("-bv needs the addresses to verify");
+  } else if (!o.addresses.empty()) {
+    return usage("unexpected argument " + o.addresses.front());
+  }
+  o.mode_given = true;
   return o;
 }
 
@@ -269,6 +398,33 @@ int check_setup(const MtaSettings& settings) {
     problem("spool_dir " + settings.spool_dir + " belongs to another user",
             "run mta as that user, or chown the spool to the mail user");
   }
+  const std::string mail_user = settings.run_as.empty() ? std::string(build::kMailUser)
+                                                        : settings.run_as;
+  const passwd* mail_pw = ::getpwnam(mail_user.c_str());
+  if (mail_pw == nullptr) {
+    problem("the mail user " + mail_user + " does not exist",
+            "create it (useradd --system " + mail_user + ") or set run_as");
+  }
+  // Local submission needs maildrop/ exactly so: writable by all, sticky, owned by the mail
+  // user (maildrop.h).
+  const std::string maildrop = settings.spool_dir + "/maildrop";
+  struct stat md {};
+  if (::lstat(maildrop.c_str(), &md) != 0) {
+    if (::stat(settings.spool_dir.c_str(), &st) == 0) {
+      problem(maildrop + " does not exist: sendmail cannot queue mail",
+              "start mta -bd or run mta -q as root once (it creates it)");
+    }
+  } else if (!S_ISDIR(md.st_mode) || (md.st_mode & 07777) != kMaildropMode ||
+             (mail_pw != nullptr && md.st_uid != mail_pw->pw_uid)) {
+    problem(maildrop + " is not a directory of mode 1733 owned by " + mail_user,
+            "chown " + mail_user + " " + maildrop + " && chmod 1733 " + maildrop);
+  }
+  for (const std::string& name : settings.trusted_users) {
+    if (::getpwnam(name.c_str()) == nullptr) {
+      problem("trusted_users names " + name + ", who does not exist",
+              "remove the name from trusted_users");
+    }
+  }
   if (settings.relay_networks.empty() && settings.tls_certificate.empty()) {
     std::printf("note: no relay_networks and no AUTH: only mail for local domains is "
                 "accepted\n");
@@ -342,6 +498,15 @@ Result<DeliveryStack> make_delivery(event_base* base, const Prepared& p, MdaLaun
   return d;
 }
 
+PickupPolicy pickup_policy(const MtaSettings& s) {
+  PickupPolicy policy;
+  policy.hostname = s.hostname;
+  policy.max_message_size = s.max_message_size;
+  policy.max_recipients = s.max_recipients;
+  policy.max_line_length = s.max_line_length;
+  return policy;
+}
+
 QueueSettings queue_settings(const MtaSettings& s, const MtaOptions& options) {
   QueueSettings q;
   q.retry_interval = s.retry_interval;
@@ -382,6 +547,13 @@ int run_queue(const MtaOptions& options, const MtaSettings& settings) {
   if (auto st = open_spool(p.context); !st) return complain(st.error());
   if (auto recovered = p.context.spool->recover(); !recovered) {
     return complain(recovered.error());
+  }
+  // Local submissions first, so this run delivers them too (cron's "mta -q" is how they
+  // leave when no daemon runs).
+  if (auto st = pickup_maildrop(*p.context.spool, pickup_policy(settings),
+                                settings.trusted_users, [](const std::string&) {});
+      !st) {
+    return complain(st.error());
   }
   EventBase base = make_event_base();
   auto delivery = make_delivery(base.get(), p, *launcher);
@@ -488,6 +660,11 @@ int run_daemon(const MtaOptions& options, const MtaSettings& settings) {
   }
   if (auto st = server.listen(running->listeners); !st) return complain(st.error());
   if (auto st = queue.start(); !st) return complain(st.error());
+  // queue/'s inotify watch sees what the pickup commits; with delivery_mode = queue it waits.
+  MaildropPickup pickup(base.get(), *p.context.spool, pickup_policy(settings),
+                        settings.trusted_users, [](const std::string&) {},
+                        settings.queue_rescan);
+  if (auto st = pickup.start(); !st) return complain(st.error());
   SignalEvents signals(
       base.get(), [] { log_info("-", "stopping"); },
       [] { log_notice("-", "SIGHUP: restart mta to read a changed configuration"); });
@@ -517,13 +694,250 @@ int run_session(const MtaSettings& settings) {
   return EX_OK;
 }
 
+// The user sendmail was started by: the real uid, so a setuid wrapper could not make anyone
+// somebody else.
+struct Submitter {
+  uid_t uid = 0;
+  std::string name;
+  std::string full_name;  // the passwd entry's name field, up to its first comma
+};
+
+Result<Submitter> current_user() {
+  passwd pw{};
+  passwd* found = nullptr;
+  std::string buf(16384, '\0');
+  const uid_t uid = ::getuid();
+  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr) {
+    return Error::from_exit_code(EX_NOUSER, "uid " + std::to_string(uid) +
+                                                " has no passwd entry: who is sending?");
+  }
+  Submitter who{uid, pw.pw_name, pw.pw_gecos != nullptr ? pw.pw_gecos : ""};
+  who.full_name = who.full_name.substr(0, who.full_name.find(','));
+  // The BSD convention: '&' in the name field stands for the login name, capitalised.
+  if (const auto amp = who.full_name.find('&'); amp != std::string::npos) {
+    std::string login = who.name;
+    if (!login.empty() && login[0] >= 'a' && login[0] <= 'z') login[0] = static_cast<char>(login[0] - 32);
+    who.full_name.replace(amp, 1, login);
+  }
+  return who;
+}
+
+// Standard input, at most limit octets.
+Result<std::string> read_stdin(std::uint64_t limit) {
+  std::string data;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error::from_errno(EX_IOERR, "read standard input", errno);
+    if (n == 0) break;
+    data.append(buf, static_cast<std::size_t>(n));
+    if (limit != 0 && data.size() > limit) {
+      return Error::permanent(EX_DATAERR, "5.3.4",
+                              "the message is larger than max_message_size (" +
+                                  std::to_string(limit) + " octets)");
+    }
+  }
+  return data;
+}
+
+// sendmail -bm: the message on standard input, queued through maildrop/ (maildrop.h).
+int run_submit(const MtaOptions& options, const MtaSettings& settings) {
+  auto who = current_user();
+  if (!who) return complain(who.error());
+  const std::string mail_user = settings.run_as.empty() ? std::string(build::kMailUser)
+                                                        : settings.run_as;
+  const passwd* mail_pw = ::getpwnam(mail_user.c_str());
+  const uid_t mail_uid = mail_pw != nullptr ? mail_pw->pw_uid : static_cast<uid_t>(-1);
+  const bool trusted = is_trusted_user(who->uid, who->name, mail_uid, settings.trusted_users);
+  auto own = submission_addresses(who->name, settings.hostname);
+  if (!own || own->size() != 1) {
+    return complain(Error::from_exit_code(EX_NOUSER, "user name " + who->name +
+                                                         " makes no mail address"));
+  }
+  std::string sender = own->front();
+  if (options.sender) {
+    std::string wanted = *options.sender;
+    if (wanted.size() >= 2 && wanted.front() == '<' && wanted.back() == '>') {
+      wanted = wanted.substr(1, wanted.size() - 2);
+    }
+    if (!trusted) {
+      log_notice("-", "user %s may not set the sender (-f %s): using <%s>", who->name.c_str(),
+                 printable(wanted).c_str(), sender.c_str());
+    } else if (wanted.empty()) {
+      sender.clear();
+    } else {
+      auto given = submission_addresses(wanted, settings.hostname);
+      if (!given) return complain(given.error().with_context("-f"));
+      if (given->size() != 1) {
+        return complain(Error::permanent(EX_DATAERR, "5.1.7", "-f wants one address"));
+      }
+      sender = given->front();
+    }
+  }
+  auto input = read_stdin(settings.max_message_size == 0 ? 0
+                                                         : settings.max_message_size + 65536);
+  if (!input) return complain(input.error());
+
+  Envelope envelope;
+  envelope.queue_id = new_queue_id();
+  envelope.arrival_time = static_cast<std::int64_t>(std::time(nullptr));
+  envelope.sender = sender;
+  SubmitRequest request;
+  request.dot_ends = !options.ignore_dots;
+  request.extract_recipients = options.extract_recipients;
+  request.from_address = sender.empty() ? own->front() : sender;
+  request.full_name = options.full_name.empty() ? who->full_name : options.full_name;
+  request.hostname = settings.hostname;
+  request.message_id_local = envelope.queue_id;
+  request.now = envelope.arrival_time;
+  request.max_size = settings.max_message_size;
+  auto message = prepare_submission(*input, request);
+  if (!message) return complain(message.error());
+
+  std::vector<std::string> recipients;
+  auto add = [&](std::string_view text) -> Status {
+    auto list = submission_addresses(text, settings.hostname);
+    if (!list) return list.error();
+    for (std::string& a : *list) {
+      if (std::find(recipients.begin(), recipients.end(), a) == recipients.end()) {
+        recipients.push_back(std::move(a));
+      }
+    }
+    return {};
+  };
+  for (const std::string& arg : options.addresses) {
+    if (auto st = add(arg); !st) return complain(st.error());
+  }
+  for (const std::string& a : message->header_recipients) {
+    if (auto st = add(a); !st) return complain(st.error().with_context("-t"));
+  }
+  if (recipients.empty()) {
+    return complain(Error::permanent(EX_USAGE, "5.5.4", "-t: the message names no recipients"));
+  }
+  if (recipients.size() > settings.max_recipients) {
+    return complain(Error::permanent(EX_DATAERR, "5.5.3",
+                                     "more than max_recipients (" +
+                                         std::to_string(settings.max_recipients) +
+                                         ") recipients"));
+  }
+  envelope.body = options.body;
+  if (message->eight_bit) envelope.body = BodyType::k8BitMime;
+  envelope.ret = options.ret;
+  envelope.envid = options.envid;
+  auto non_ascii = [](const std::string& t) {
+    return std::any_of(t.begin(), t.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+  };
+  envelope.smtputf8 = non_ascii(sender);
+  for (std::string& a : recipients) {
+    if (non_ascii(a)) envelope.smtputf8 = true;
+    Recipient r;
+    r.address = std::move(a);
+    r.notify = options.notify;
+    envelope.recipients.push_back(std::move(r));
+  }
+  if (auto st = drop_message(settings.spool_dir, envelope, message->text); !st) {
+    return complain(st.error());
+  }
+  if (options.verbose) {
+    std::printf("mta: submitted as %s for %zu recipient(s)\n", envelope.queue_id.c_str(),
+                envelope.recipients.size());
+  }
+  return EX_OK;
+}
+
+// sendmail -bv: what delivery would do with each address, from the same tables.
+int run_verify(const MtaOptions& options, const MtaSettings& settings) {
+  auto accounts = open_account_db(settings.mailbox);
+  if (!accounts) return complain(accounts.error());
+  auto aliases = load_aliases(settings.aliases);
+  if (!aliases) return complain(aliases.error());
+  std::optional<TransportTable> transports;
+  if (!settings.transports.empty()) {
+    auto table = TransportTable::load(settings.transports);
+    if (!table) return complain(table.error());
+    transports = std::move(*table);
+  }
+  std::optional<NextHop> relayhost;
+  if (!settings.relayhost.empty()) {
+    auto hop = parse_next_hop(settings.relayhost, 25);
+    if (!hop) return complain(Error(hop.error()).with_context("relayhost"));
+    relayhost = *hop;
+  }
+  RoutingTables tables;
+  tables.local_domains = &settings.local_domains;
+  tables.transports = transports ? &*transports : nullptr;
+  tables.relayhost = relayhost ? &*relayhost : nullptr;
+  tables.smtp_port = settings.smtp_port;
+  int undeliverable = 0;
+  auto say = [](const std::string& address, const std::string& what) {
+    std::printf("%s... %s\n", printable(address).c_str(), what.c_str());
+  };
+  for (const std::string& arg : options.addresses) {
+    auto list = submission_addresses(arg, settings.hostname);
+    if (!list) {
+      say(arg, list.error().text());
+      ++undeliverable;
+      continue;
+    }
+    for (const std::string& address : *list) {
+      const Route route = route_recipient(address, tables);
+      const NextHop& hop = route.transport.hop;
+      switch (route.transport.kind) {
+        case Transport::Kind::kError:
+          say(address, route.transport.status + " " + route.transport.text);
+          if (route.transport.status.rfind('5', 0) == 0) ++undeliverable;
+          break;
+        case Transport::Kind::kSmtp:
+          say(address, "deliverable: remote, by SMTP to " +
+                           (hop.mx_lookup ? "the MX hosts of " + hop.host
+                                          : "[" + hop.host + "]:" + std::to_string(hop.port)));
+          break;
+        case Transport::Kind::kLocal: {
+          const std::string& name = route.local_name;
+          if (*aliases && (*aliases)->find(name) != nullptr) {
+            const AliasTable& table = **aliases;
+            auto expansion = expand_alias(
+                name, [&](std::string_view n) { return table.find(n); },
+                [](std::string_view path) { return load_include_file(std::string(path)); });
+            if (!expansion) {
+              say(address, "alias " + name + ": " + expansion.error().text());
+              ++undeliverable;
+              break;
+            }
+            std::string targets;
+            for (const AliasTarget& t : expansion->targets) {
+              if (!targets.empty()) targets += ", ";
+              targets += t.kind == AliasTarget::Kind::kPipe ? "|" + t.value : t.value;
+            }
+            say(address, "deliverable: alias for " + targets);
+            break;
+          }
+          auto account = (*accounts)->find(name);
+          if (!account) {
+            say(address, "cannot tell now: " + account.error().text());
+          } else if (!*account) {
+            say(address, "User unknown");
+            ++undeliverable;
+          } else {
+            say(address, "deliverable: the mailbox of " + (*account)->name);
+          }
+          break;
+        }
+      }
+    }
+  }
+  return undeliverable == 0 ? EX_OK : EX_NOUSER;
+}
+
 }  // namespace
 
 int run_mta(const MtaOptions& options) {
   const bool to_stderr = options.verbose || options.foreground ||
                          options.mode == MtaMode::kPrintConfig ||
                          options.mode == MtaMode::kCheck || options.mode == MtaMode::kListQueue ||
-                         options.mode == MtaMode::kNewAliases;
+                         options.mode == MtaMode::kNewAliases ||
+                         options.mode == MtaMode::kVerify;
   log_open("mta", to_stderr ? LogTarget::kStderr : LogTarget::kSyslog, options.verbose);
   ignore_disruptive_signals();
   ::umask(077);
@@ -547,6 +961,10 @@ int run_mta(const MtaOptions& options) {
       return list_queue(*settings);
     case MtaMode::kNewAliases:
       return check_aliases(*settings);
+    case MtaMode::kSubmit:
+      return run_submit(options, *settings);
+    case MtaMode::kVerify:
+      return run_verify(options, *settings);
     case MtaMode::kDaemon:
     case MtaMode::kPrintConfig:
       break;

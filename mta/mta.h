@@ -1,10 +1,12 @@
 // The mta program: option parsing and the modes it runs in. See mta(8).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "libmail/result.h"
+#include "mta/queue_file.h"
 
 namespace mailwright::mta {
 
@@ -16,6 +18,8 @@ enum class MtaMode {
   kQueueRun,     // -q, -qR..., -qI...: deliver what is queued, once, then exit
   kListQueue,    // -bp: list the queue (mailq)
   kNewAliases,   // -bi: check the alias file (newaliases)
+  kSubmit,       // -bm, the default: queue the message on stdin for the addresses (sendmail)
+  kVerify,       // -bv: say how each address would be delivered, deliver nothing
 };
 
 struct MtaOptions {
@@ -28,6 +32,17 @@ struct MtaOptions {
   std::string queue_recipient;  // -qR
   std::string queue_id;         // -qI
   std::string queue_interval;   // -q15m with -bd: the rescan interval, as given
+
+  // sendmail's submission flags (-bm, -bv).
+  std::vector<std::string> addresses;  // the arguments after the flags
+  bool extract_recipients = false;     // -t
+  bool ignore_dots = false;            // -i, -oi
+  std::optional<std::string> sender;   // -f, -r
+  std::string full_name;               // -F
+  unsigned notify = kNotifyNone;       // -N
+  DsnRet ret = DsnRet::kUnspecified;   // -R
+  std::string envid;                   // -V
+  BodyType body = BodyType::kUnspecified;  // -B
 };
 
 Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args);

@@ -131,6 +131,14 @@ Result<MtaSettings> mta_settings_from(const Config& config) {
   s.program_timeout = config.get_duration("program_timeout");
   s.forward_files = config.get_bool("forward_files");
   s.run_as = config.get_string("run_as");
+  for (const std::string& name : config.get_list("trusted_users")) {
+    if (!is_valid_user_name(name)) {
+      return Error::from_exit_code(EX_CONFIG, "trusted_users: '" + name.substr(0, 64) +
+                                                  "' is not a user name")
+          .with_context(config.origin("trusted_users"));
+    }
+    s.trusted_users.push_back(name);
+  }
   s.pid_file = config.get_string("pid_file");
   return s;
 }

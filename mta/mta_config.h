@@ -111,6 +111,9 @@ inline constexpr std::array kMtaOnlyKeys{
               "honour ~/.forward of system accounts (accounts = system)"},
     ConfigKey{"run_as", ConfigType::kString, "",
               "user the SMTP side becomes after binding; empty: the mail user"},
+    ConfigKey{"trusted_users", ConfigType::kList, "",
+              "users who may set the envelope sender with sendmail -f, besides root and the "
+              "mail user"},
     ConfigKey{"pid_file", ConfigType::kPath, "", "PID file written by the daemon"},
 };
 inline constexpr auto kMtaConfigKeys = join_config_keys(kMailboxConfigKeys, kMtaOnlyKeys);
@@ -165,6 +168,7 @@ struct MtaSettings {
   std::chrono::seconds program_timeout{600};
   bool forward_files = true;
   std::string run_as;
+  std::vector<std::string> trusted_users;
   std::string pid_file;
 };
 

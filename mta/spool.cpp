@@ -405,30 +405,36 @@ Status Spool::remove(std::string_view queue_id) {
   return fsync_dir_fd(state_fd_.get(), "state");
 }
 
+// Never overwrites an earlier corrupt file: the first free name of base, base.1, base.2, ...
+Status Spool::move_into_corrupt(int from_fd, const std::string& from, const std::string& base) {
+  for (int i = 0; i < 1000; ++i) {
+    std::string to = i == 0 ? base : base + "." + std::to_string(i);
+    if (::renameat2(from_fd, from.c_str(), corrupt_fd_.get(), to.c_str(), RENAME_NOREPLACE) == 0) {
+      return {};
+    }
+    if (errno == ENOENT)
+      return {};
+    if (errno != EEXIST)
+      return Error::from_errno(EX_IOERR, "move to corrupt/", errno);
+  }
+  return Error::temporary(EX_CANTCREAT, "4.3.0", "corrupt/ has no free name");
+}
+
+namespace {
+bool is_plain_name(const std::string& name) {
+  return !name.empty() && name.find('/') == std::string::npos && name != "." && name != "..";
+}
+}  // namespace
+
 Status Spool::move_to_corrupt(std::string_view name_view, std::string_view reason) {
   std::string name(name_view);
-  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+  if (!is_plain_name(name)) {
     return Error::permanent(EX_SOFTWARE, "5.3.0", "bad name for corrupt/");
   }
-  // Never overwrite an earlier corrupt file: the first free name of ID, ID.1, ID.2, ...
-  auto move = [&](int from_fd, const std::string& from, const std::string& base) -> Status {
-    for (int i = 0; i < 1000; ++i) {
-      std::string to = i == 0 ? base : base + "." + std::to_string(i);
-      if (::renameat2(from_fd, from.c_str(), corrupt_fd_.get(), to.c_str(), RENAME_NOREPLACE) ==
-          0) {
-        return {};
-      }
-      if (errno == ENOENT)
-        return {};
-      if (errno != EEXIST)
-        return Error::from_errno(EX_IOERR, "move to corrupt/", errno);
-    }
-    return Error::temporary(EX_CANTCREAT, "4.3.0", "corrupt/ has no free name");
-  };
-  if (auto s = move(queue_fd_.get(), name, name); !s)
+  if (auto s = move_into_corrupt(queue_fd_.get(), name, name); !s)
     return s;
   if (is_valid_queue_id(name)) {
-    if (auto s = move(state_fd_.get(), name, name + ".state"); !s)
+    if (auto s = move_into_corrupt(state_fd_.get(), name, name + ".state"); !s)
       return s;
   }
   log_error(is_valid_queue_id(name) ? name : "-", "queue/%s moved to corrupt/: %s",
@@ -438,6 +444,48 @@ Status Spool::move_to_corrupt(std::string_view name_view, std::string_view reaso
   if (auto s = fsync_dir_fd(queue_fd_.get(), "queue"); !s)
     return s;
   return fsync_dir_fd(state_fd_.get(), "state");
+}
+
+Result<std::vector<std::string>> Spool::list_maildrop() const {
+  return list_directory(maildrop_fd_.get(), "maildrop");
+}
+
+Result<UniqueFd> Spool::open_maildrop(std::string_view name_view) const {
+  std::string name(name_view);
+  if (!is_plain_name(name))
+    return Error::permanent(EX_SOFTWARE, "5.3.0", "bad maildrop name");
+  // O_NONBLOCK: a FIFO put there must not hang the pickup; O_NOFOLLOW: nor a symlink lead it
+  // to a file its author could not read.
+  int fd = ::openat(maildrop_fd_.get(), name.c_str(),
+                    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    if (errno == ELOOP)
+      return Error::permanent(EX_DATAERR, "5.3.0", "symbolic link");
+    return Error::from_errno(errno == ENOENT ? EX_NOINPUT : EX_IOERR,
+                             "open maildrop/" + printable(name), errno);
+  }
+  return UniqueFd(fd);
+}
+
+Status Spool::remove_maildrop(std::string_view name_view) {
+  std::string name(name_view);
+  if (!is_plain_name(name))
+    return Error::permanent(EX_SOFTWARE, "5.3.0", "bad maildrop name");
+  if (::unlinkat(maildrop_fd_.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
+    return Error::from_errno(EX_IOERR, "unlink maildrop/" + printable(name), errno);
+  }
+  return {};
+}
+
+Status Spool::maildrop_to_corrupt(std::string_view name_view, std::string_view reason) {
+  std::string name(name_view);
+  if (!is_plain_name(name))
+    return Error::permanent(EX_SOFTWARE, "5.3.0", "bad maildrop name");
+  if (auto s = move_into_corrupt(maildrop_fd_.get(), name, "maildrop." + name); !s)
+    return s;
+  log_error("-", "maildrop/%s moved to corrupt/: %s", printable(name).c_str(),
+            printable(reason).c_str());
+  return fsync_dir_fd(corrupt_fd_.get(), "corrupt");
 }
 
 Result<bool> Spool::has_free_space(std::uint64_t needed, std::uint64_t reserve) const {

@@ -6,9 +6,9 @@
 //   queue/     0700  accepted messages, queue/ID: envelope + message (queue_file.h), immutable
 //   state/     0700  state/ID: recipient states after delivery attempts (queue_file.h)
 //   corrupt/   0700  files that failed validation; moved here, never deleted
-//   maildrop/  1733  local submissions by ordinary users (a later issue): anyone may create,
-//                    nobody but the mail user may list or remove (sticky, not readable); the
-//                    pickup that reads it must treat every file there as hostile.
+//   maildrop/  1733  local submissions by ordinary users (maildrop.h): anyone may create,
+//                    nobody but the mail user may list it or remove others' files (sticky,
+//                    not readable); the pickup treats every file there as hostile.
 // Every directory is opened with O_NOFOLLOW|O_DIRECTORY and checked with fstat: a symlink, a
 // directory owned by another user or with more permission bits than listed is refused. All
 // later work is done relative to those descriptors (openat, renameat), so swapping a path
@@ -120,12 +120,21 @@ class Spool {
   // Moves queue/ID (and state/ID) to corrupt/, never overwriting anything there.
   Status move_to_corrupt(std::string_view name, std::string_view reason);
 
+  // maildrop/ (maildrop.h): every name in it, sorted; a file opened for reading without
+  // following a symlink or blocking on a FIFO; removal; a hostile file moved to corrupt/ as
+  // "maildrop.NAME". open_maildrop's error for a name that is gone has exit code EX_NOINPUT.
+  Result<std::vector<std::string>> list_maildrop() const;
+  Result<UniqueFd> open_maildrop(std::string_view name) const;
+  Status remove_maildrop(std::string_view name);
+  Status maildrop_to_corrupt(std::string_view name, std::string_view reason);
+
   // Whether the file system of queue/ has needed + reserve octets free for unprivileged
   // users (and a free inode): false must become a 452, never a 250.
   Result<bool> has_free_space(std::uint64_t needed, std::uint64_t reserve) const;
 
  private:
   Spool() = default;
+  Status move_into_corrupt(int from_fd, const std::string& from, const std::string& base);
   std::string root_;
   UniqueFd root_fd_;
   UniqueFd incoming_fd_;
