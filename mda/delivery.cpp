@@ -70,9 +70,16 @@ Status MailboxWriter::deliver_mbox(const Account& account, const std::string& pa
                                    bool defer_sync) {
   auto it = pending_.find(path);
   if (it == pending_.end()) {
+    if (auto failed = lock_failed_.find(path); failed != lock_failed_.end()) {
+      return failed->second;
+    }
     OpenMbox open;
     auto dotlock = DotLock::acquire(path, settings_.lock);
-    if (!dotlock) return dotlock.error().with_context(account.name);
+    if (!dotlock) {
+      Error error = dotlock.error().with_context(account.name);
+      if (defer_sync && error.is_temporary()) lock_failed_.emplace(path, error);
+      return error;
+    }
     open.dotlock.emplace(std::move(*dotlock));
     auto fd = open_mbox_for_append(path, account.uid);
     if (!fd) return fd.error().with_context(account.name);

@@ -8,7 +8,9 @@
 //
 // Batches: with defer_sync, an mbox delivery stays locked and unsynced until commit(), which
 // makes every pending mailbox durable with one fdatasync each and only then reports success;
-// if that fails, every pending mailbox is truncated back. This is group commit for LMTP.
+// if that fails, every pending mailbox is truncated back. This is group commit for LMTP. A
+// mailbox that could not be locked in a batch is not tried again before commit(): each
+// message pipelined behind the first would otherwise wait out the lock timeout of its own.
 #pragma once
 
 #include <sys/types.h>
@@ -43,6 +45,8 @@ class MailboxWriter {
   Status deliver(const Account& account, const StagedMessage& message, std::string_view sender,
                  bool defer_sync);
   Status commit();
+  // The batch is over (committed or not): mailboxes that were locked are tried again.
+  void end_batch() { lock_failed_.clear(); }
   std::size_t pending() const { return pending_.size(); }
 
   const MailboxSettings& settings() const { return settings_; }
@@ -60,6 +64,7 @@ class MailboxWriter {
   MailboxSettings settings_;
   std::unique_ptr<AccountDb> accounts_;
   std::map<std::string, OpenMbox> pending_;
+  std::map<std::string, Error> lock_failed_;  // in this batch, by mailbox path
 };
 
 // "Return-Path: <sender>\n": RFC 5321 4.4 has the final delivery record the reverse path.

@@ -320,6 +320,7 @@ std::string LmtpSession::flush_replies() {
       committed = false;
     }
   }
+  writer_.end_batch();
   std::string out;
   for (Piece& piece : replies_) out += (piece.deferred && !committed) ? piece.failure : piece.text;
   replies_.clear();

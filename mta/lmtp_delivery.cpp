@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <deque>
 #include <memory>
 
 #include "libmail/log.h"
@@ -20,6 +21,16 @@ DeliveryOutcome outcome_of(const SmtpReply& reply) {
   return DeliveryOutcome::deferred(reply.code >= 400 ? reply.status() : "4.3.0", diagnostic);
 }
 
+// Jobs for the same recipients share a session (and mda's lock on their mailbox).
+std::string job_key(const LmtpJob& job) {
+  std::string key;
+  for (const std::string& user : job.users) {
+    key += user;
+    key += '\n';
+  }
+  return key;
+}
+
 }  // namespace
 
 class LmtpDelivery::Session {
@@ -27,9 +38,9 @@ class LmtpDelivery::Session {
   explicit Session(LmtpDelivery& owner)
       : owner_(owner), idle_timer_(evtimer_new(owner.base_, &Session::on_idle_timer, this)) {}
 
-  // Starts mda; the first job goes out once it has greeted and answered LHLO.
+  // Starts mda; the jobs go out once it has greeted and answered LHLO.
   void start(LmtpJob job) {
-    take(std::move(job));
+    queue(std::move(job));
     auto fd = owner_.launcher_.launch();
     if (!fd) {
       fail_all(fd.error().text());
@@ -48,28 +59,44 @@ class LmtpDelivery::Session {
     bufferevent_enable(bev_.get(), EV_READ | EV_WRITE);
   }
 
-  // Another job on a session that is idle (greeted, between transactions).
-  void reuse(LmtpJob job) {
+  // Another job, on a session that is idle or has jobs in flight for the same mailboxes: it is
+  // pipelined behind them, and mda makes the lot durable with one sync (mda/lmtp.h).
+  void add(LmtpJob job) {
     event_del(idle_timer_.get());
-    take(std::move(job));
-    send_transaction();
-    step_ = Step::kMail;
+    queue(std::move(job));
+    if (step_ == Step::kReady) send_transaction(jobs_.back());
   }
 
-  std::size_t jobs_done() const { return jobs_done_; }
+  // Whether job may be pipelined here: the same recipients as the jobs in flight (so a
+  // mailbox that is slow to lock holds up no one else's mail), and room left.
+  bool takes(const std::string& key) const {
+    return step_ != Step::kQuit && step_ != Step::kDone && !jobs_.empty() && key_ == key &&
+           jobs_.size() < kPipelineDepth && jobs_taken_ < kJobsPerSession;
+  }
 
  private:
-  enum class Step { kGreeting, kLhlo, kMail, kRcpt, kData, kIdle, kQuit, kDone };
+  enum class Step { kGreeting, kLhlo, kReady, kQuit, kDone };
 
-  void take(LmtpJob job) {
-    job_ = std::move(job);
-    outcomes_.assign(job_.users.size(), DeliveryOutcome{});
-    decided_.assign(job_.users.size(), false);
-    accepted_.clear();
-    rcpt_index_ = 0;
-    data_index_ = 0;
-    skip_ = 0;
-    has_job_ = true;
+  // One transaction in flight: its replies come in order (MAIL, each RCPT, then BDAT's).
+  struct InFlight {
+    LmtpJob job;
+    std::vector<DeliveryOutcome> outcomes;
+    std::vector<bool> decided;
+    std::vector<std::size_t> accepted;
+    enum class Phase { kMail, kRcpt, kData } phase = Phase::kMail;
+    std::size_t rcpt_index = 0;
+    std::size_t data_index = 0;
+    std::size_t skip = 0;  // replies to skip before the job is done
+  };
+
+  void queue(LmtpJob job) {
+    key_ = job_key(job);
+    InFlight f;
+    f.outcomes.assign(job.users.size(), DeliveryOutcome{});
+    f.decided.assign(job.users.size(), false);
+    f.job = std::move(job);
+    jobs_.push_back(std::move(f));
+    ++jobs_taken_;
   }
 
   static void on_read(bufferevent*, void* arg) { static_cast<Session*>(arg)->read(); }
@@ -110,9 +137,9 @@ class LmtpDelivery::Session {
     }
   }
 
-  void decide(std::size_t i, DeliveryOutcome outcome) {
-    outcomes_[i] = std::move(outcome);
-    decided_[i] = true;
+  static void decide(InFlight& f, std::size_t i, DeliveryOutcome outcome) {
+    f.outcomes[i] = std::move(outcome);
+    f.decided[i] = true;
   }
 
   // Returns false when this object must not be used any more in this call.
@@ -125,47 +152,14 @@ class LmtpDelivery::Session {
         return true;
       case Step::kLhlo:
         if (reply.code != 250) return fail_all("LHLO: " + reply.to_string());
-        send_transaction();
-        step_ = Step::kMail;
+        step_ = Step::kReady;
+        for (InFlight& f : jobs_) send_transaction(f);
         return true;
-      case Step::kMail:
-        if (reply.code != 250) {
-          // The transaction failed as a whole: each recipient gets MAIL's answer, and mda
-          // answers the RCPTs and the BDAT we pipelined with errors we skip.
-          for (std::size_t i = 0; i < outcomes_.size(); ++i) {
-            decide(i, outcome_of(reply));
-          }
-          skip_ = job_.users.size() + 1;
-          step_ = Step::kData;
-          return true;
-        }
-        step_ = Step::kRcpt;
-        return true;
-      case Step::kRcpt:
-        if (reply.code >= 200 && reply.code < 300) {
-          accepted_.push_back(rcpt_index_);
-        } else {
-          decide(rcpt_index_, outcome_of(reply));
-        }
-        if (++rcpt_index_ == job_.users.size()) {
-          step_ = Step::kData;
-          // No recipient accepted: one answer to BDAT (an error), to skip.
-          if (accepted_.empty()) skip_ = 1;
-          if (skip_ == 0) return true;
-        }
-        return true;
-      case Step::kData:
-        if (skip_ > 0) {
-          if (--skip_ == 0) return job_done();
-          return true;
-        }
-        // RFC 2033 4.2: one reply per accepted recipient, in RCPT order.
-        decide(accepted_[data_index_], outcome_of(reply));
-        if (++data_index_ == accepted_.size()) return job_done();
-        return true;
-      case Step::kIdle:
-        return fail_all("unexpected reply from mda");
+      case Step::kReady:
+        if (jobs_.empty()) return fail_all("unexpected reply from mda");
+        return handle_job(reply);
       case Step::kQuit:
+        if (!jobs_.empty()) return handle_job(reply);
         return close();  // QUIT's 221
       case Step::kDone:
         return false;
@@ -173,50 +167,97 @@ class LmtpDelivery::Session {
     return false;
   }
 
-  void send_transaction() {
-    std::string cmds = "MAIL FROM:<" + job_.sender + ">";
-    if (job_.smtputf8) cmds += " SMTPUTF8";
+  bool handle_job(const SmtpReply& reply) {
+    InFlight& f = jobs_.front();
+    const std::size_t users = f.job.users.size();
+    switch (f.phase) {
+      case InFlight::Phase::kMail:
+        if (reply.code != 250) {
+          // The transaction failed as a whole: each recipient gets MAIL's answer, and mda
+          // answers the RCPTs and the BDAT we pipelined with errors we skip.
+          for (std::size_t i = 0; i < users; ++i) decide(f, i, outcome_of(reply));
+          f.skip = users + 1;
+          f.phase = InFlight::Phase::kData;
+          return true;
+        }
+        f.phase = InFlight::Phase::kRcpt;
+        return true;
+      case InFlight::Phase::kRcpt:
+        if (reply.code >= 200 && reply.code < 300) {
+          f.accepted.push_back(f.rcpt_index);
+        } else {
+          decide(f, f.rcpt_index, outcome_of(reply));
+        }
+        if (++f.rcpt_index == users) {
+          f.phase = InFlight::Phase::kData;
+          // No recipient accepted: one answer to BDAT (an error), to skip.
+          if (f.accepted.empty()) f.skip = 1;
+        }
+        return true;
+      case InFlight::Phase::kData:
+        if (f.skip > 0) {
+          if (--f.skip == 0) return job_done();
+          return true;
+        }
+        // RFC 2033 4.2: one reply per accepted recipient, in RCPT order.
+        decide(f, f.accepted[f.data_index], outcome_of(reply));
+        if (++f.data_index == f.accepted.size()) return job_done();
+        return true;
+    }
+    return true;
+  }
+
+  void send_transaction(const InFlight& f) {
+    const LmtpJob& job = f.job;
+    std::string cmds = "MAIL FROM:<" + job.sender + ">";
+    if (job.smtputf8) cmds += " SMTPUTF8";
     cmds += "\r\n";
-    for (const std::string& user : job_.users) cmds += "RCPT TO:<" + user + ">\r\n";
+    for (const std::string& user : job.users) cmds += "RCPT TO:<" + user + ">\r\n";
     char bdat[64];
-    std::snprintf(bdat, sizeof bdat, "BDAT %" PRIu64 " LAST\r\n", job_.length);
+    std::snprintf(bdat, sizeof bdat, "BDAT %" PRIu64 " LAST\r\n", job.length);
     cmds += bdat;
     send(cmds);
-    if (job_.length > 0) {
+    if (job.length > 0) {
       // Straight from the queue file; libevent uses sendfile or mmap where it can.
       evbuffer_file_segment* seg = evbuffer_file_segment_new(
-          job_.message_fd, static_cast<ev_off_t>(job_.offset),
-          static_cast<ev_off_t>(job_.length), 0);
+          job.message_fd, static_cast<ev_off_t>(job.offset), static_cast<ev_off_t>(job.length),
+          0);
       if (seg == nullptr ||
           evbuffer_add_file_segment(bufferevent_get_output(bev_.get()), seg, 0, -1) != 0) {
         if (seg != nullptr) evbuffer_file_segment_free(seg);
-        fail_all("cannot read the queue file");
+        // Not from inside add(): the caller learns of it from the loop, as always.
+        event_base_once(
+            owner_.base_, -1, EV_TIMEOUT,
+            [](evutil_socket_t, short, void* p) {
+              static_cast<Session*>(p)->fail_all("cannot read the queue file");
+            },
+            this, nullptr);
         return;
       }
       evbuffer_file_segment_free(seg);  // the buffer holds its own reference
     }
   }
 
-  // Every recipient of the job has its answer: report it, then wait for the next job (or end
-  // after enough of them, so no mda lives for ever).
+  // Every recipient of the front job has its answer: report it; with no job left, wait for
+  // the next one (or end after enough of them, so no mda lives for ever).
   bool job_done() {
-    report();
-    if (++jobs_done_ >= kJobsPerSession) {
+    report(jobs_.front());
+    jobs_.pop_front();
+    if (!jobs_.empty()) return true;
+    if (step_ == Step::kQuit) return true;
+    if (jobs_taken_ >= kJobsPerSession) {
       send("QUIT\r\n");
       step_ = Step::kQuit;
       return true;
     }
-    step_ = Step::kIdle;
     timeval tv{kIdleSeconds, 0};
     evtimer_add(idle_timer_.get(), &tv);
     owner_.idle(this);
     return true;
   }
 
-  void report() {
-    if (!has_job_) return;
-    has_job_ = false;
-    auto* call = new Report{std::move(job_.done), std::move(outcomes_)};
+  void report(InFlight& f) {
+    auto* call = new Report{std::move(f.job.done), std::move(f.outcomes)};
     // The caller learns the result from the event loop, never from inside deliver().
     event_base_once(
         owner_.base_, -1, EV_TIMEOUT,
@@ -229,13 +270,14 @@ class LmtpDelivery::Session {
 
   bool fail_all(const std::string& why) {
     if (step_ == Step::kDone) return false;
-    if (has_job_) {
-      log_warning(job_.log_id, "local delivery: %s", why.c_str());
-      for (std::size_t i = 0; i < outcomes_.size(); ++i) {
-        if (!decided_[i]) outcomes_[i] = DeliveryOutcome::deferred("4.3.0", "x-local; " + why);
+    for (InFlight& f : jobs_) {
+      log_warning(f.job.log_id, "local delivery: %s", why.c_str());
+      for (std::size_t i = 0; i < f.outcomes.size(); ++i) {
+        if (!f.decided[i]) f.outcomes[i] = DeliveryOutcome::deferred("4.3.0", "x-local; " + why);
       }
-      report();
+      report(f);
     }
+    jobs_.clear();
     return close();
   }
 
@@ -252,21 +294,18 @@ class LmtpDelivery::Session {
     std::vector<DeliveryOutcome> outcomes;
   };
   static constexpr std::size_t kJobsPerSession = 1000;
+  // mda commits what one read brings in with one sync; 32 transactions make that read large
+  // enough for the sync to be shared, and bound what waits behind a slow mailbox.
+  static constexpr std::size_t kPipelineDepth = 32;
   static constexpr long kIdleSeconds = 10;
 
   LmtpDelivery& owner_;
   Event idle_timer_;
-  LmtpJob job_;
-  bool has_job_ = false;
+  std::deque<InFlight> jobs_;
+  std::string key_;  // job_key of the jobs in flight
   BufferEvent bev_;
   Step step_ = Step::kGreeting;
-  std::vector<DeliveryOutcome> outcomes_;
-  std::vector<bool> decided_;
-  std::vector<std::size_t> accepted_;
-  std::size_t rcpt_index_ = 0;
-  std::size_t data_index_ = 0;
-  std::size_t skip_ = 0;
-  std::size_t jobs_done_ = 0;
+  std::size_t jobs_taken_ = 0;
 };
 
 LmtpDelivery::~LmtpDelivery() {
@@ -274,11 +313,19 @@ LmtpDelivery::~LmtpDelivery() {
 }
 
 void LmtpDelivery::deliver(LmtpJob job) {
-  // An idle mda is reused: no fork, no exec, no LHLO per message.
+  // Behind jobs for the same mailboxes, or on an idle mda (no fork, exec or LHLO per
+  // message), or on a new one.
+  const std::string key = job_key(job);
+  for (Session* session : sessions_) {
+    if (session->takes(key)) {
+      session->add(std::move(job));
+      return;
+    }
+  }
   if (!idle_.empty()) {
     Session* session = idle_.back();
     idle_.pop_back();
-    session->reuse(std::move(job));
+    session->add(std::move(job));
     return;
   }
   auto* session = new Session(*this);
