@@ -17,6 +17,7 @@
 #include "libmail/privilege.h"
 #include "mda/delivery.h"
 #include "mda/lmtp.h"
+#include "mda/mailbox_check.h"
 #include "mda/staging.h"
 
 namespace mailwright::mda {
@@ -65,22 +66,14 @@ int check_setup(const MailboxSettings& settings, const Config& config) {
     std::printf("problem: %s\n  fix: %s\n", text.c_str(), fix.c_str());
     ++problems;
   };
-  struct stat st {};
-  if (!settings.maildir) {
-    if (::stat(settings.mail_spool.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      problem("mail_spool " + settings.mail_spool + " is not a directory",
-              "mkdir -m 2775 " + settings.mail_spool + " && chgrp mail " + settings.mail_spool);
-    } else if ((st.st_mode & S_IWOTH) != 0 && (st.st_mode & S_ISVTX) == 0) {
-      problem("mail_spool " + settings.mail_spool + " is world-writable without the sticky bit",
-              "chmod o-w or +t " + settings.mail_spool);
-    }
-  }
   const std::string& temp = config.get_string("temp_dir");
   if (::access(temp.c_str(), W_OK | X_OK) != 0) {
     problem("temp_dir " + temp + " is not writable", "set temp_dir to a writable directory");
   }
   auto db = open_account_db(settings);
   if (!db) problem(db.error().text(), "check accounts, account_file and virtual_owner");
+  problems += print_findings(judge_mail_store(
+      gather_mail_store(settings, db ? db->get() : nullptr)));
   if (problems == 0) std::printf("mda: configuration OK\n");
   return problems == 0 ? EX_OK : EX_CONFIG;
 }

@@ -119,9 +119,13 @@ Status drop_message(const std::string& spool_root, const Envelope& envelope,
   // create and rename files in it.
   UniqueFd dir(::open(where.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dir) {
-    return Error::permanent(EX_CANTCREAT, "5.3.0",
-                            where + ": " + std::strerror(errno) +
-                                " (is the mta installed? `mta -bV` as root checks the spool)");
+    const int err = errno;
+    const std::string why = where + ": " + std::strerror(err) +
+                            " (is the mta installed? `mta -bV` as root checks the spool)";
+    if (err == ENOENT || err == ENOTDIR || err == ELOOP) {
+      return Error::permanent(EX_CANTCREAT, "5.3.0", why);
+    }
+    return Error::temporary(EX_TEMPFAIL, "4.3.0", why);
   }
   struct stat st {};
   if (::fstat(dir.get(), &st) != 0) return Error::from_errno(EX_OSERR, "fstat " + where, errno);
@@ -137,7 +141,7 @@ Status drop_message(const std::string& spool_root, const Envelope& envelope,
                          O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!file) {
     const int err = errno;
-    return Error::temporary(err == ENOSPC || err == EDQUOT ? EX_TEMPFAIL : EX_CANTCREAT, "4.3.0",
+    return Error::temporary(EX_TEMPFAIL, "4.3.0",
                             "create " + where + "/" + temporary + ": " + std::strerror(err));
   }
   bool renamed = false;

@@ -41,8 +41,8 @@
 namespace mailwright::mta {
 
 // The user's side: writes envelope (its queue_id set) and message into spool_root/maildrop as
-// described above. Errors: EX_TEMPFAIL for what may pass (disk full), EX_CANTCREAT when
-// maildrop/ is missing or not writable, EX_CONFIG when it is not what it must be.
+// described above. Errors: EX_TEMPFAIL for what may pass (disk full, maildrop/ not writable
+// now), EX_CANTCREAT when maildrop/ is missing, EX_CONFIG when it is not what it must be.
 Status drop_message(const std::string& spool_root, const Envelope& envelope,
                     std::string_view message);
 

@@ -870,6 +870,7 @@ int run_verify(const MtaOptions& options, const MtaSettings& settings) {
   tables.relayhost = relayhost ? &*relayhost : nullptr;
   tables.smtp_port = settings.smtp_port;
   int undeliverable = 0;
+  int unknown = 0;  // the account database could not be read
   auto say = [](const std::string& address, const std::string& what) {
     std::printf("%s... %s\n", printable(address).c_str(), what.c_str());
   };
@@ -916,6 +917,7 @@ int run_verify(const MtaOptions& options, const MtaSettings& settings) {
           auto account = (*accounts)->find(name);
           if (!account) {
             say(address, "cannot tell now: " + account.error().text());
+            ++unknown;
           } else if (!*account) {
             say(address, "User unknown");
             ++undeliverable;
@@ -927,7 +929,8 @@ int run_verify(const MtaOptions& options, const MtaSettings& settings) {
       }
     }
   }
-  return undeliverable == 0 ? EX_OK : EX_NOUSER;
+  if (undeliverable != 0) return EX_NOUSER;
+  return unknown != 0 ? EX_TEMPFAIL : EX_OK;
 }
 
 }  // namespace

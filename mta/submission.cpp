@@ -131,9 +131,11 @@ Result<PreparedMessage> prepare_submission(std::string_view input, const SubmitR
   }
 
   std::vector<const HeaderField*> recipients_from;
-  const bool resent = find_header(block.fields, "Resent-To") != nullptr ||
-                      find_header(block.fields, "Resent-Cc") != nullptr ||
-                      find_header(block.fields, "Resent-Bcc") != nullptr;
+  // RFC 5322 3.6.6: Resent- fields mean the message is being resent, to their recipients.
+  const bool resent = std::any_of(block.fields.begin(), block.fields.end(), [&](const HeaderField& f) {
+    return f.name.size() > 7 && header_name_equal(f.name.substr(0, 7), "Resent-") &&
+           static_cast<std::size_t>(f.name.data() - text.data()) < header_end;
+  });
   bool has_from = false;
   bool has_date = false;
   bool has_message_id = false;

@@ -14,6 +14,7 @@
 #include "libmail/event_loop.h"
 #include "libmail/log.h"
 #include "libmail/tls.h"
+#include "mda/mailbox_check.h"
 #include "pop3d/authenticator.h"
 #include "pop3d/pop3_server.h"
 #include "pop3d/pop3d_config.h"
@@ -87,7 +88,10 @@ Result<Config> load_config(const Pop3dOptions& options) {
                                   std::string(build::kConfDir) + "/pop3d.conf", kPop3dConfigKeys);
 }
 
-int check_setup(const Pop3Settings& settings) {
+// What run_pop3d() refuses to start on, and what it would start with but should not (a root
+// login process); then the mail store, judged as mda -n judges it, since pop3d rewrites the
+// mailboxes in place and makes its locks and indexes beside them.
+int check_setup(Pop3Settings settings) {
   int problems = 0;
   auto problem = [&](const std::string& text, const std::string& fix) {
     std::printf("problem: %s\n  fix: %s\n", text.c_str(), fix.c_str());
@@ -101,12 +105,37 @@ int check_setup(const Pop3Settings& settings) {
                 "only %s\n",
                 settings.plaintext_login == PlaintextLogin::kLoopback ? "from loopback" : "never");
   }
+  std::unique_ptr<AccountDb> accounts;
   if (!settings.mailbox.file_accounts) {
     if (::geteuid() != 0) problem("accounts = system needs root", "start pop3d as root");
-  } else if (auto auth = VirtualAuthenticator::create(settings.mailbox, settings.apop_secrets);
-             !auth) {
-    problem(auth.error().text(), "check account_file, virtual_owner and apop_secrets");
+    const std::string login_user = settings.run_as.empty() ? std::string(build::kMailUser)
+                                                         : settings.run_as;
+    auto found = SystemAccounts().find(login_user);
+    if (!found || !found->has_value()) {
+      problem("run_as: no such user: " + login_user + " (the login process runs as it)",
+              "useradd --system --no-create-home " + login_user + ", or set run_as");
+    } else if ((*found)->uid == 0) {
+      problem("run_as is root: the process that talks to the network before login would "
+              "keep root",
+              "set run_as to an unprivileged user that owns no mailboxes");
+    }
+    accounts = std::make_unique<SystemAccounts>();
+  } else {
+    std::string& owner = settings.mailbox.virtual_owner;
+    if (owner.empty()) owner = settings.run_as;
+    if (!settings.run_as.empty() && owner != settings.run_as) {
+      problem("run_as (" + settings.run_as + ") is not virtual_owner (" + owner +
+                  "): pop3d runs as the owner of the mailboxes it serves",
+              "set run_as = " + owner + ", or leave run_as empty");
+    }
+    if (auto auth = VirtualAuthenticator::create(settings.mailbox, settings.apop_secrets);
+        !auth) {
+      problem(auth.error().text(), "check account_file, virtual_owner and apop_secrets");
+    }
+    if (auto db = open_account_db(settings.mailbox); db) accounts = std::move(*db);
   }
+  problems += mda::print_findings(
+      mda::judge_mail_store(mda::gather_mail_store(settings.mailbox, accounts.get())));
   if (problems == 0) std::printf("pop3d: configuration OK\n");
   return problems == 0 ? EX_OK : EX_CONFIG;
 }
