@@ -98,10 +98,19 @@ void PrivilegedClient::finished(Op* op, Result<OpResult> result) {
 
 void PrivilegedClient::read_forward(const std::string& user,
                                     std::function<void(ForwardLookup)> done) {
+  // A lookup for this user is under way: its answer serves this one too.
+  auto [waiting, first] = forward_waiting_.try_emplace(user);
+  waiting->second.push_back(std::move(done));
+  if (!first) return;
   OpRequest req;
   req.type = OpRequest::Type::kReadForward;
   req.user = user;
-  start(encode_request(req), -1, kForwardWait, [done = std::move(done)](Result<OpResult> r) {
+  auto answer = [this, user](ForwardLookup lookup) {
+    auto node = forward_waiting_.extract(user);
+    if (node.empty()) return;
+    for (auto& waiter : node.mapped()) waiter(lookup);
+  };
+  start(encode_request(req), -1, kForwardWait, [answer = std::move(answer)](Result<OpResult> r) {
     ForwardLookup out;
     if (!r) {
       // A refused request (5.x.x) is a fault of ours, not a reason to hold mail back forever.
@@ -109,7 +118,7 @@ void PrivilegedClient::read_forward(const std::string& user,
                                           : ForwardLookup::Kind::kUnsafe;
       out.text = r.error().text();
       out.status = r.error().is_temporary() ? r.error().status() : "";
-      done(std::move(out));
+      answer(std::move(out));
       return;
     }
     switch (r->kind) {
@@ -128,7 +137,7 @@ void PrivilegedClient::read_forward(const std::string& user,
         break;
     }
     out.text = std::move(r->text);
-    done(std::move(out));
+    answer(std::move(out));
   });
 }
 

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <set>
 #include <string>
 
@@ -52,7 +53,9 @@ class PrivilegedClient {
   PrivilegedClient(const PrivilegedClient&) = delete;
   PrivilegedClient& operator=(const PrivilegedClient&) = delete;
 
-  // Called from the event loop, never from inside read_forward().
+  // Called from the event loop, never from inside read_forward(). Lookups for a user who is
+  // being looked up already share that answer: a burst of mail to one user costs one helper
+  // process at a time, not one per message; no answer is kept once it is given.
   void read_forward(const std::string& user, std::function<void(ForwardLookup)> done);
   void deliver(TargetJob job);
   std::size_t active() const { return ops_.size(); }
@@ -67,6 +70,8 @@ class PrivilegedClient {
   MdaLauncher& launcher_;
   std::chrono::seconds program_timeout_;
   std::set<Op*> ops_;
+  // Who waits for the lookup under way for each user.
+  std::map<std::string, std::vector<std::function<void(ForwardLookup)>>> forward_waiting_;
 };
 
 }  // namespace mailwright::mta
