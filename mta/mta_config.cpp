@@ -9,6 +9,7 @@
 #include "build_paths.h"
 #include "libmail/accounts.h"
 #include "libmail/address.h"
+#include "libmail/file_io.h"
 #include "libmail/ascii.h"
 
 namespace mailwright::mta {
@@ -33,10 +34,21 @@ std::string system_hostname() {
   return name;
 }
 
+std::string mailname_file_hostname(const std::string& path) {
+  auto text = read_small_file(path, 4096);
+  if (!text) return {};
+  std::string name = text->substr(0, text->find('\n'));
+  while (!name.empty() && (name.back() == '\r' || name.back() == ' ' || name.back() == '\t')) {
+    name.pop_back();
+  }
+  return is_valid_domain(name) ? name : std::string();
+}
+
 Result<MtaSettings> mta_settings_from(const Config& config) {
   MtaSettings s;
   s.mailbox = mailbox_settings_from(config);
   s.hostname = config.get_string("hostname");
+  if (s.hostname.empty()) s.hostname = mailname_file_hostname("/etc/mailname");
   if (s.hostname.empty()) s.hostname = system_hostname();
   if (!is_valid_domain(s.hostname)) {
     return Error::from_exit_code(EX_CONFIG, "hostname: '" + s.hostname.substr(0, 64) +

@@ -17,8 +17,8 @@ namespace mailwright::mta {
 
 inline constexpr std::array kMtaOnlyKeys{
     ConfigKey{"hostname", ConfigType::kString, "",
-              "this host's fully qualified name, for the greeting and Received; empty: the "
-              "system's"},
+              "this host's fully qualified name, for the greeting and Received; empty: "
+              "/etc/mailname, else the system's"},
     ConfigKey{"local_domains", ConfigType::kList, "",
               "domains whose mail is delivered here; the hostname and localhost always are"},
     ConfigKey{"relay_networks", ConfigType::kList, "",
@@ -176,5 +176,7 @@ Result<MtaSettings> mta_settings_from(const Config& config);
 
 // This host's name: gethostname(), completed from the resolver when it has no dot.
 std::string system_hostname();
+// The first line of a mailname file (Debian's /etc/mailname) if it is a domain name, else "".
+std::string mailname_file_hostname(const std::string& path);
 
 }  // namespace mailwright::mta

@@ -1,10 +1,15 @@
 #include <sysexits.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
 
 #include <catch2/catch.hpp>
 #include <string>
 #include <vector>
 
 #include "mta/mta.h"
+#include "mta/mta_config.h"
 
 using namespace mailwright;
 using namespace mailwright::mta;
@@ -99,4 +104,25 @@ TEST_CASE("mta options: the name it is called by", "[mta_options]") {
   CHECK(arguments_for_name("/usr/bin/mailq", {}) == std::vector<std::string>{"-bp"});
   CHECK(arguments_for_name("newaliases", {}) == std::vector<std::string>{"-bi"});
   CHECK(arguments_for_name("/usr/sbin/sendmail", {"-t"}) == std::vector<std::string>{"-t"});
+}
+
+TEST_CASE("mta config: /etc/mailname names the host when hostname is empty", "[mta_options]") {
+  char dir[] = "/tmp/mailname_test.XXXXXX";
+  REQUIRE(::mkdtemp(dir) != nullptr);
+  const std::string path = std::string(dir) + "/mailname";
+  auto write = [&](const std::string& text) {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+  };
+  write("mail.example.org\n");
+  CHECK(mailname_file_hostname(path) == "mail.example.org");
+  write("mail.example.org \r\nsecond line\n");
+  CHECK(mailname_file_hostname(path) == "mail.example.org");
+  write("not a domain!\n");
+  CHECK(mailname_file_hostname(path).empty());
+  std::remove(path.c_str());
+  CHECK(mailname_file_hostname(path).empty());
+  ::rmdir(dir);
 }
