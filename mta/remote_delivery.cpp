@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "libmail/address.h"
 #include "libmail/ascii.h"
 #include "libmail/log.h"
 
@@ -134,8 +135,17 @@ void RemoteDelivery::resolved(Job job, MxResult result) {
   if (result.status != MxResult::kOk) {
     const Error e = mx_error(result);
     const std::string diagnostic = "x-mailwright; " + job.hop.host + ": " + e.text();
-    return fail_all(e.is_temporary() ? DeliveryOutcome::deferred(e.status(), diagnostic)
-                                     : DeliveryOutcome::failed(e.status(), diagnostic));
+    // A relayhost or transport host that does not resolve is a mistake in this host's
+    // configuration, not in the recipient's address: the mail waits for it to be mended
+    // instead of bouncing everything routed there.
+    const bool configured_hop = !domain_equal(job.hop.host, domain);
+    if (e.is_temporary() || configured_hop) {
+      return fail_all(DeliveryOutcome::deferred(
+          e.is_temporary() ? e.status() : "4.4.3",
+          configured_hop && !e.is_temporary() ? diagnostic + " (a configured next hop)"
+                                              : diagnostic));
+    }
+    return fail_all(DeliveryOutcome::failed(e.status(), diagnostic));
   }
   // RFC 5321 5.1: when we are one of the exchangers, only those preferred over us may take
   // the mail; none left means it would come back to us.

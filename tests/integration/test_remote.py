@@ -626,6 +626,21 @@ class SmartHost(RemoteTestCase):
         self.assertNotIn("elsewhere.example", dns_log())
 
 
+class MisspelledRelayhost(RemoteTestCase):
+    def a_extra(self):
+        return "relayhost = [nosuch-relay.example]:%d\n" % SMTP_PORT
+
+    def test_a_relayhost_that_does_not_resolve_defers(self):
+        # A mistake in this host's configuration: the mail waits for it to be mended.
+        qid = self.send("bob@elsewhere.example", "badrelay")
+        wait_for(lambda: (self.a.state(qid) or [{}])[0].get("STATE") == "deferred", 5,
+                 lambda: "a deferral of %s;%s" % (qid, self.logs()))
+        state = self.a.state(qid)[0]
+        self.assertIn("4.4.3", state["ERROR"])
+        self.assertIn("a configured next hop", state["ERROR"])
+        self.assertEqual(self.a.mailbox("alice"), [])
+
+
 # --- 8. transport table -------------------------------------------------------------------------
 
 class TransportTable(RemoteTestCase):
