@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 
 #include "build_paths.h"
@@ -397,6 +398,45 @@ int check_setup(const MtaSettings& settings) {
   } else if (::geteuid() != 0 && st.st_uid != ::geteuid()) {
     problem("spool_dir " + settings.spool_dir + " belongs to another user",
             "run mta as that user, or chown the spool to the mail user");
+  }
+  // Delivery: what the queue manager will need the first time it runs.
+  if (::access(settings.mda.c_str(), X_OK) != 0) {
+    problem("mda " + settings.mda + " cannot be run: " + std::strerror(errno),
+            "install mda there, or point mda at it");
+  }
+  if (!settings.mda_config.empty() && ::access(settings.mda_config.c_str(), R_OK) != 0) {
+    problem("mda_config " + settings.mda_config + ": " + std::strerror(errno),
+            "create it, or empty mda_config for mda's default");
+  }
+  if (!settings.transports.empty()) {
+    if (auto table = TransportTable::load(settings.transports); !table) {
+      problem(table.error().text(), "correct the transport table at the line named");
+    }
+  }
+  if (!settings.relayhost.empty()) {
+    if (auto hop = parse_next_hop(settings.relayhost, 25); !hop) {
+      problem("relayhost: " + hop.error().text(), "write relayhost as [host]:port or host");
+    }
+  }
+  if (!settings.relayhost_password_file.empty()) {
+    struct stat pf {};
+    if (::stat(settings.relayhost_password_file.c_str(), &pf) != 0) {
+      problem("relayhost_password_file " + settings.relayhost_password_file + ": " +
+                  std::strerror(errno),
+              "create it with one line: user password");
+    } else if ((pf.st_mode & 077) != 0) {
+      problem("relayhost_password_file " + settings.relayhost_password_file +
+                  " can be read by others than its owner",
+              "chmod 600 " + settings.relayhost_password_file);
+    }
+  }
+  if (!settings.dns_servers.empty()) {
+    ResolverConfig rc;
+    rc.servers = settings.dns_servers;
+    EventBase probe = make_event_base();
+    if (auto resolver = MxResolver::create(probe.get(), rc); !resolver) {
+      problem("dns_servers: " + resolver.error().text(), "list name servers as ip or ip:port");
+    }
   }
   const std::string mail_user = settings.run_as.empty() ? std::string(build::kMailUser)
                                                         : settings.run_as;

@@ -334,6 +334,28 @@ class HostileMaildrop(SendmailTestCase):
         self.assertTrue(os.path.exists(secret))
 
 
+class CheckMode(SendmailTestCase):
+    def test_bV_finds_each_problem_and_says_how_to_mend_it(self):
+        r = self.mta.command("-bV")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn(b"configuration OK", r.stdout)
+        maildrop = os.path.join(self.mta.spool, "maildrop")
+        os.chmod(maildrop, 0o1777)
+        self.addCleanup(os.chmod, maildrop, 0o1733)
+        password = self.box.write("etc/relay-password", "user secret\n", 0o644)
+        with open(self.mta.config, "a") as f:
+            f.write("relayhost = [unclosed\ntransports = %s\ndns_servers = not-an-address\n"
+                    "relayhost_password_file = %s\n" % (self.box.path("etc", "none"), password))
+        r = self.mta.command("-bV")
+        self.assertEqual(r.returncode, 78, r.stdout)
+        out = r.stdout.decode()
+        for what in ("maildrop is not a directory of mode 1733", "relayhost:", "transports:",
+                     "dns_servers:", "can be read by others than its owner"):
+            self.assertIn(what, out)
+        self.assertEqual(out.count("problem:"), out.count("  fix:"))
+        self.assertEqual(out.count("problem:"), 5, out)
+
+
 class WithDaemon(SendmailTestCase):
     START = True
 
