@@ -347,9 +347,12 @@ class Package(unittest.TestCase):
         if as_root:
             nobody = pwd.getpwnam("nobody")
             os.chown(spool, nobody.pw_uid, nobody.pw_gid)
+        # mda is where dpkg -x put it, not where the package installs it (-bV checks it).
         conf = box.write("mta.conf",
                          "hostname = pkgtest.example\nspool_dir = %s\naliases = %s\n"
-                         "run_as = %s\n" % (spool, tree + "/usr/share/mailwright/aliases", run_as))
+                         "run_as = %s\nmda = %s\n"
+                         % (spool, tree + "/usr/share/mailwright/aliases", run_as,
+                            tree + "/usr/libexec/mailwright/mda"))
 
         def run(name, *args):
             r = harness.run([tree + name, "-C", conf] + list(args))
