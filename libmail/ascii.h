@@ -28,4 +28,12 @@ inline void ascii_lower_in_place(std::string& s) {
   for (char& c : s) c = ascii_lower(c);
 }
 
+// No octet above 0x7F: the text needs neither 8BITMIME nor SMTPUTF8.
+constexpr bool is_ascii(std::string_view s) {
+  for (const char c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80) return false;
+  }
+  return true;
+}
+
 }  // namespace mailwright

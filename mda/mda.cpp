@@ -17,7 +17,7 @@
 #include "libmail/privilege.h"
 #include "mda/delivery.h"
 #include "mda/lmtp.h"
-#include "mda/mailbox_check.h"
+#include "libmail/mailbox_check.h"
 #include "mda/staging.h"
 
 namespace mailwright::mda {

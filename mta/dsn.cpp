@@ -24,11 +24,6 @@ constexpr std::size_t kTextWidth = 76;
 // A word longer than this is split in the text part (a line stays under kMaxLine with indent).
 constexpr std::size_t kLongWord = 900;
 
-bool is_ascii(std::string_view s) {
-  return std::none_of(s.begin(), s.end(),
-                      [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
-}
-
 // Length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, at most
 // U+10FFFF) at s[i], with its code point in cp; 0 when there is none.
 std::size_t utf8_sequence(std::string_view s, std::size_t i, char32_t& cp) {

@@ -53,8 +53,10 @@ Result<std::string> write_and_commit(Spool& spool, const Envelope& envelope,
     (void)spool.discard(*file);
     return e;
   };
-  if (auto st = write_all(file->fd(), serialize_envelope(envelope) + std::string(text)); !st) {
-    return fail(st.error());
+  // Two writes rather than one joined string: the text may be a whole message.
+  const std::string head = serialize_envelope(envelope);
+  for (std::string_view part : {std::string_view(head), text}) {
+    if (auto st = write_all(file->fd(), part); !st) return fail(st.error());
   }
   if (body_fd >= 0 && length > 0) {
     if (auto st = copy_range(body_fd, offset, length, file->fd()); !st) return fail(st.error());

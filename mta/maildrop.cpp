@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "libmail/address.h"
+#include "libmail/ascii.h"
 #include "libmail/file_io.h"
 #include "libmail/log.h"
 #include "libmail/rfc5322.h"
@@ -82,20 +83,16 @@ std::optional<std::string> wire_text_problem(std::string_view body, std::size_t 
   return std::nullopt;
 }
 
-std::string canonical_path(std::string_view address, bool utf8, bool reverse, bool& ok) {
+// address as the queue stores it (canonical, no brackets), or nullopt when it is none.
+std::optional<std::string> canonical_path(std::string_view address, bool utf8, bool reverse) {
   AddressOptions options;
   options.allow_utf8 = utf8;
   const std::string bracketed = "<" + std::string(address) + ">";
   auto parsed = reverse ? parse_reverse_path(bracketed, options)
                         : parse_forward_path(bracketed, options);
-  ok = parsed && parsed->length == bracketed.size();
-  if (!ok) return {};
+  if (!parsed || parsed->length != bracketed.size()) return std::nullopt;
   const std::string text = parsed->path.to_string();
   return text.substr(1, text.size() - 2);
-}
-
-bool is_ascii(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
 }
 
 }  // namespace
@@ -145,24 +142,24 @@ Status drop_message(const std::string& spool_root, const Envelope& envelope,
                             "create " + where + "/" + temporary + ": " + std::strerror(err));
   }
   bool renamed = false;
-  auto fail = [&](const std::string& what, int err) -> Status {
+  auto fail = [&](const std::string& why) -> Status {
     (void)::unlinkat(dir.get(), (renamed ? final_name : temporary).c_str(), 0);
-    return Error::temporary(EX_TEMPFAIL, "4.3.0", where + ": " + what + ": " + std::strerror(err));
+    return Error::temporary(EX_TEMPFAIL, "4.3.0", where + ": " + why);
+  };
+  auto fail_errno = [&](const char* what, int err) {
+    return fail(std::string(what) + ": " + std::strerror(err));
   };
   const std::string head = serialize_envelope(envelope);
   for (std::string_view part : {std::string_view(head), message}) {
-    if (auto written = write_all(file.get(), part); !written) {
-      (void)::unlinkat(dir.get(), temporary.c_str(), 0);
-      return Error::temporary(EX_TEMPFAIL, "4.3.0", where + ": " + written.error().text());
-    }
+    if (auto written = write_all(file.get(), part); !written) return fail(written.error().text());
   }
-  if (::fchmod(file.get(), 0644) != 0) return fail("chmod", errno);
-  if (::fsync(file.get()) != 0) return fail("fsync", errno);
+  if (::fchmod(file.get(), 0644) != 0) return fail_errno("chmod", errno);
+  if (::fsync(file.get()) != 0) return fail_errno("fsync", errno);
   if (::renameat(dir.get(), temporary.c_str(), dir.get(), final_name.c_str()) != 0) {
-    return fail("rename", errno);
+    return fail_errno("rename", errno);
   }
   renamed = true;
-  if (::syncfs(file.get()) != 0) return fail("syncfs", errno);
+  if (::syncfs(file.get()) != 0) return fail_errno("syncfs", errno);
   return {};
 }
 
@@ -190,19 +187,20 @@ Result<PickedUp> accept_dropped(std::string_view file, const DropOwner& owner,
   e.ret = in.ret;
   e.envid = in.envid;
   e.auth_user = owner.name;
-  bool ok = false;
-  if (owner.trusted) {
-    e.sender = canonical_path(in.sender, true, true, ok);
-    if (!ok) return refuse("the envelope sender is not an address");
-  } else {
-    e.sender = canonical_path(owner.name + "@" + policy.hostname, false, true, ok);
-    if (!ok) return refuse("the user name makes no address");
+  out.claimed_sender = in.sender;
+  auto sender = owner.trusted ? canonical_path(in.sender, true, true)
+                              : canonical_path(owner.name + "@" + policy.hostname, false, true);
+  if (!sender) {
+    return refuse(owner.trusted ? "the envelope sender is not an address"
+                                : "the user name makes no address");
   }
+  e.sender = std::move(*sender);
   if (!is_ascii(e.sender)) e.smtputf8 = true;
   for (const Recipient& r : in.recipients) {
     Recipient clean;
-    clean.address = canonical_path(r.address, true, false, ok);
-    if (!ok) return refuse("a recipient is not an address");
+    auto address = canonical_path(r.address, true, false);
+    if (!address) return refuse("a recipient is not an address");
+    clean.address = std::move(*address);
     if (!is_ascii(clean.address)) e.smtputf8 = true;
     clean.orcpt = r.orcpt;
     clean.notify = r.notify;
@@ -272,13 +270,9 @@ Result<std::string> pick_one(Spool& spool, const std::string& name, const Pickup
   const auto now = static_cast<std::int64_t>(std::time(nullptr));
   auto picked = accept_dropped(data, *owner, policy, id, now);
   if (!picked) return picked.error().with_context("from " + owner->name);
-  if (!owner->trusted) {
-    std::size_t offset = 0;
-    auto claimed = parse_envelope(data, offset);
-    if (claimed && claimed->sender != picked->envelope.sender) {
-      log_notice(id, "user %s may not set the sender <%s>: using <%s>", owner->name.c_str(),
-                 printable(claimed->sender).c_str(), picked->envelope.sender.c_str());
-    }
+  if (!owner->trusted && picked->claimed_sender != picked->envelope.sender) {
+    log_notice(id, "user %s may not set the sender <%s>: using <%s>", owner->name.c_str(),
+               printable(picked->claimed_sender).c_str(), picked->envelope.sender.c_str());
   }
   Envelope envelope = std::move(picked->envelope);
   envelope.queue_id = id;
@@ -305,12 +299,10 @@ Status pickup_maildrop(Spool& spool, const PickupPolicy& policy,
   const auto now = static_cast<std::int64_t>(std::time(nullptr));
   for (const std::string& name : *names) {
     if (is_temporary_name(name)) {
-      // A sendmail that died before its rename: its author got no exit 0 for it.
-      auto fd = spool.open_maildrop(name);
-      struct stat st {};
-      if (fd && ::fstat(fd->get(), &st) == 0 && now - st.st_mtime > kStaleTemporary) {
-        (void)spool.remove_maildrop(name);
-      }
+      // A sendmail that died before its rename: its author got no exit 0 for it. Such a file
+      // may still be 0600, which the mail user cannot open, but can look at and remove.
+      auto st = spool.stat_maildrop(name);
+      if (st && now - st->st_mtime > kStaleTemporary) (void)spool.remove_maildrop(name);
       continue;
     }
     Result<std::string> id = is_drop_name(name)

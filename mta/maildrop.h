@@ -66,6 +66,7 @@ struct PickupPolicy {
 struct PickedUp {
   Envelope envelope;     // queue_id empty; sender decided; every recipient pending
   std::string received;  // the Received: field to put in front of the message
+  std::string claimed_sender;  // the file's FROM, for the log when it was not taken
   std::size_t body_offset = 0;
 };
 

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <set>
 
 #include "build_paths.h"
 #include "libmail/accounts.h"
@@ -60,25 +61,18 @@ std::vector<std::string> arguments_for_name(const std::string& argv0,
 
 namespace {
 
-std::string lowered(std::string_view text) {
-  std::string out(text);
-  ascii_lower_in_place(out);
-  return out;
-}
-
-Result<unsigned> parse_notify_flag(std::string_view value) {
-  const std::string v = lowered(value);
-  if (v == "never") return static_cast<unsigned>(kNotifyNever);
+Result<unsigned> parse_notify_flag(std::string_view v) {
+  if (ascii_iequal(v, "never")) return static_cast<unsigned>(kNotifyNever);
   unsigned notify = 0;
   std::size_t pos = 0;
   while (pos <= v.size()) {
     const std::size_t comma = std::min(v.find(',', pos), v.size());
-    const std::string item = v.substr(pos, comma - pos);
-    if (item == "success") {
+    const std::string_view item = v.substr(pos, comma - pos);
+    if (ascii_iequal(item, "success")) {
       notify |= kNotifySuccess;
-    } else if (item == "failure") {
+    } else if (ascii_iequal(item, "failure")) {
       notify |= kNotifyFailure;
-    } else if (item == "delay") {
+    } else if (ascii_iequal(item, "delay")) {
       notify |= kNotifyDelay;
     } else {
       return Error::permanent(EX_USAGE, "5.5.4",
@@ -211,9 +205,9 @@ Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args) {
             break;
           }
           case 'R': {
-            const std::string ret = lowered(*v);
-            if (ret != "full" && ret != "hdrs") return usage("-R wants full or hdrs");
-            o.ret = ret == "full" ? DsnRet::kFull : DsnRet::kHeaders;
+            const bool full = ascii_iequal(*v, "full");
+            if (!full && !ascii_iequal(*v, "hdrs")) return usage("-R wants full or hdrs");
+            o.ret = full ? DsnRet::kFull : DsnRet::kHeaders;
             break;
           }
           case 'V':
@@ -221,9 +215,9 @@ Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args) {
             o.envid = *v;
             break;
           case 'B': {
-            const std::string type = lowered(*v);
-            if (type != "7bit" && type != "8bitmime") return usage("-B wants 7BIT or 8BITMIME");
-            o.body = type == "7bit" ? BodyType::k7Bit : BodyType::k8BitMime;
+            const bool seven = ascii_iequal(*v, "7bit");
+            if (!seven && !ascii_iequal(*v, "8bitmime")) return usage("-B wants 7BIT or 8BITMIME");
+            o.body = seven ? BodyType::k7Bit : BodyType::k8BitMime;
             break;
           }
           default:
@@ -261,6 +255,27 @@ Result<MtaOptions> parse_mta_options(const std::vector<std::string>& args) {
 }
 
 namespace {
+
+// The user the spool belongs to and the SMTP side runs as.
+std::string mail_user(const MtaSettings& settings) {
+  return settings.run_as.empty() ? std::string(build::kMailUser) : settings.run_as;
+}
+
+// The transport table and the relayhost, as delivery and -bv route with them.
+Status load_routes(MtaContext& context) {
+  const MtaSettings& settings = context.settings;
+  if (!settings.transports.empty()) {
+    auto table = TransportTable::load(settings.transports);
+    if (!table) return table.error();
+    context.transports = std::move(*table);
+  }
+  if (!settings.relayhost.empty()) {
+    auto hop = parse_next_hop(settings.relayhost, 25);
+    if (!hop) return Error(hop.error()).with_context("relayhost");
+    context.relayhost = *hop;
+  }
+  return {};
+}
 
 int complain(const Error& error) {
   std::fprintf(stderr, "mta: %s\n", error.text().c_str());
@@ -302,7 +317,7 @@ Result<Prepared> prepare(const MtaSettings& settings) {
   Prepared p;
   p.context.settings = settings;
   const bool root = ::geteuid() == 0;
-  if (root) p.run_as = settings.run_as.empty() ? std::string(build::kMailUser) : settings.run_as;
+  if (root) p.run_as = mail_user(settings);
   if (!settings.tls_certificate.empty()) {
     auto ctx = make_server_tls_context(settings.tls_certificate, settings.tls_key);
     if (!ctx) return ctx.error();
@@ -318,16 +333,7 @@ Result<Prepared> prepare(const MtaSettings& settings) {
   auto aliases = load_aliases(settings.aliases);
   if (!aliases) return aliases.error();
   p.context.aliases = std::move(*aliases);
-  if (!settings.transports.empty()) {
-    auto table = TransportTable::load(settings.transports);
-    if (!table) return table.error();
-    p.context.transports = std::move(*table);
-  }
-  if (!settings.relayhost.empty()) {
-    auto hop = parse_next_hop(settings.relayhost, 25);
-    if (!hop) return Error(hop.error()).with_context("relayhost");
-    p.context.relayhost = *hop;
-  }
+  if (auto st = load_routes(p.context); !st) return st.error();
   if (!settings.relayhost_password_file.empty()) {
     // Read now, while we may be root: the file should be readable by root alone.
     auto text = read_small_file(settings.relayhost_password_file, 4096);
@@ -438,12 +444,11 @@ int check_setup(const MtaSettings& settings) {
       problem("dns_servers: " + resolver.error().text(), "list name servers as ip or ip:port");
     }
   }
-  const std::string mail_user = settings.run_as.empty() ? std::string(build::kMailUser)
-                                                        : settings.run_as;
-  const passwd* mail_pw = ::getpwnam(mail_user.c_str());
+  const std::string spool_user = mail_user(settings);
+  const passwd* mail_pw = ::getpwnam(spool_user.c_str());
   if (mail_pw == nullptr) {
-    problem("the mail user " + mail_user + " does not exist",
-            "create it (useradd --system " + mail_user + ") or set run_as");
+    problem("the mail user " + spool_user + " does not exist",
+            "create it (useradd --system " + spool_user + ") or set run_as");
   }
   // Local submission needs maildrop/ exactly so: writable by all, sticky, owned by the mail
   // user (maildrop.h).
@@ -456,8 +461,8 @@ int check_setup(const MtaSettings& settings) {
     }
   } else if (!S_ISDIR(md.st_mode) || (md.st_mode & 07777) != kMaildropMode ||
              (mail_pw != nullptr && md.st_uid != mail_pw->pw_uid)) {
-    problem(maildrop + " is not a directory of mode 1733 owned by " + mail_user,
-            "chown " + mail_user + " " + maildrop + " && chmod 1733 " + maildrop);
+    problem(maildrop + " is not a directory of mode 1733 owned by " + spool_user,
+            "chown " + spool_user + " " + maildrop + " && chmod 1733 " + maildrop);
   }
   for (const std::string& name : settings.trusted_users) {
     if (::getpwnam(name.c_str()) == nullptr) {
@@ -635,8 +640,7 @@ int list_queue(const MtaSettings& settings) {
   MtaContext context;
   context.settings = settings;
   if (::geteuid() == 0) {
-    const std::string user = settings.run_as.empty() ? std::string(build::kMailUser)
-                                                     : settings.run_as;
+    const std::string user = mail_user(settings);
     if (auto st = prepare_spool_root(settings.spool_dir, user); !st) return complain(st.error());
     if (auto st = become_user(user); !st) return complain(st.error());
   }
@@ -785,9 +789,7 @@ Result<std::string> read_stdin(std::uint64_t limit) {
 int run_submit(const MtaOptions& options, const MtaSettings& settings) {
   auto who = current_user();
   if (!who) return complain(who.error());
-  const std::string mail_user = settings.run_as.empty() ? std::string(build::kMailUser)
-                                                        : settings.run_as;
-  const passwd* mail_pw = ::getpwnam(mail_user.c_str());
+  const passwd* mail_pw = ::getpwnam(mail_user(settings).c_str());
   const uid_t mail_uid = mail_pw != nullptr ? mail_pw->pw_uid : static_cast<uid_t>(-1);
   const bool trusted = is_trusted_user(who->uid, who->name, mail_uid, settings.trusted_users);
   auto own = submission_addresses(who->name, settings.hostname);
@@ -835,23 +837,18 @@ int run_submit(const MtaOptions& options, const MtaSettings& settings) {
   auto message = prepare_submission(*input, request);
   if (!message) return complain(message.error());
 
+  // In the order given, each once; a set, so a list of thousands costs no quadratic search.
   std::vector<std::string> recipients;
-  auto add = [&](std::string_view text) -> Status {
-    auto list = submission_addresses(text, settings.hostname);
-    if (!list) return list.error();
-    for (std::string& a : *list) {
-      if (std::find(recipients.begin(), recipients.end(), a) == recipients.end()) {
-        recipients.push_back(std::move(a));
-      }
-    }
-    return {};
+  std::set<std::string> seen;
+  auto add = [&](std::string address) {
+    if (seen.insert(address).second) recipients.push_back(std::move(address));
   };
   for (const std::string& arg : options.addresses) {
-    if (auto st = add(arg); !st) return complain(st.error());
+    auto list = submission_addresses(arg, settings.hostname);
+    if (!list) return complain(list.error());
+    for (std::string& a : *list) add(std::move(a));
   }
-  for (const std::string& a : message->header_recipients) {
-    if (auto st = add(a); !st) return complain(st.error().with_context("-t"));
-  }
+  for (std::string& a : message->header_recipients) add(std::move(a));
   if (recipients.empty()) {
     return complain(Error::permanent(EX_USAGE, "5.5.4", "-t: the message names no recipients"));
   }
@@ -865,12 +862,9 @@ int run_submit(const MtaOptions& options, const MtaSettings& settings) {
   if (message->eight_bit) envelope.body = BodyType::k8BitMime;
   envelope.ret = options.ret;
   envelope.envid = options.envid;
-  auto non_ascii = [](const std::string& t) {
-    return std::any_of(t.begin(), t.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
-  };
-  envelope.smtputf8 = non_ascii(sender);
+  envelope.smtputf8 = !is_ascii(sender);
   for (std::string& a : recipients) {
-    if (non_ascii(a)) envelope.smtputf8 = true;
+    if (!is_ascii(a)) envelope.smtputf8 = true;
     Recipient r;
     r.address = std::move(a);
     r.notify = options.notify;
@@ -888,27 +882,14 @@ int run_submit(const MtaOptions& options, const MtaSettings& settings) {
 
 // sendmail -bv: what delivery would do with each address, from the same tables.
 int run_verify(const MtaOptions& options, const MtaSettings& settings) {
+  MtaContext context;
+  context.settings = settings;
   auto accounts = open_account_db(settings.mailbox);
   if (!accounts) return complain(accounts.error());
   auto aliases = load_aliases(settings.aliases);
   if (!aliases) return complain(aliases.error());
-  std::optional<TransportTable> transports;
-  if (!settings.transports.empty()) {
-    auto table = TransportTable::load(settings.transports);
-    if (!table) return complain(table.error());
-    transports = std::move(*table);
-  }
-  std::optional<NextHop> relayhost;
-  if (!settings.relayhost.empty()) {
-    auto hop = parse_next_hop(settings.relayhost, 25);
-    if (!hop) return complain(Error(hop.error()).with_context("relayhost"));
-    relayhost = *hop;
-  }
-  RoutingTables tables;
-  tables.local_domains = &settings.local_domains;
-  tables.transports = transports ? &*transports : nullptr;
-  tables.relayhost = relayhost ? &*relayhost : nullptr;
-  tables.smtp_port = settings.smtp_port;
+  if (auto st = load_routes(context); !st) return complain(st.error());
+  const RoutingTables tables = context.routing_tables();
   int undeliverable = 0;
   int unknown = 0;  // the account database could not be read
   auto say = [](const std::string& address, const std::string& what) {

@@ -339,11 +339,7 @@ void QueueManager::begin(const std::string& id) {
 // Routes every due recipient and starts the deliveries; finish() runs when all have answered.
 void QueueManager::dispatch(Attempt* a) {
   const Envelope& env = a->envelope;
-  RoutingTables tables;
-  tables.local_domains = &context_.settings.local_domains;
-  tables.transports = context_.transports ? &*context_.transports : nullptr;
-  tables.relayhost = context_.relayhost ? &*context_.relayhost : nullptr;
-  tables.smtp_port = context_.settings.smtp_port;
+  const RoutingTables tables = context_.routing_tables();
 
   std::map<std::string, std::vector<std::size_t>> remote;       // hop key -> recipient indexes
   std::map<std::string, std::pair<NextHop, std::string>> hops;  // hop key -> hop, domain

@@ -37,6 +37,15 @@ void MtaContext::refresh_aliases() {
   aliases = std::move(*table);
 }
 
+RoutingTables MtaContext::routing_tables() const {
+  RoutingTables tables;
+  tables.local_domains = &settings.local_domains;
+  tables.transports = transports ? &*transports : nullptr;
+  tables.relayhost = relayhost ? &*relayhost : nullptr;
+  tables.smtp_port = settings.smtp_port;
+  return tables;
+}
+
 std::optional<bool> MtaContext::local_name_exists(std::string_view name) {
   refresh_aliases();
   if (aliases && aliases->contains(name)) return true;

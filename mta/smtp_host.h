@@ -40,6 +40,8 @@ struct MtaContext {
   std::optional<TransportTable> transports;    // nullopt: none configured
   std::optional<NextHop> relayhost;            // nullopt: MX lookups
 
+  // The tables route_recipient() needs, pointing into this context.
+  RoutingTables routing_tables() const;
   // Whether a local name (lower case) is an account or an alias.
   std::optional<bool> local_name_exists(std::string_view name);
   // Reads the alias file again if it changed (looked at no more than once a second), so an

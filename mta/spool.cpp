@@ -126,6 +126,11 @@ Result<std::string> read_spool_file(int dir_fd, const std::string& name, std::si
   return data;
 }
 
+// A name to join to a directory: no '/', not "." or "..".
+bool is_plain_name(const std::string& name) {
+  return !name.empty() && name.find('/') == std::string::npos && name != "." && name != "..";
+}
+
 }  // namespace
 
 Result<Spool> Spool::open(const std::string& root) {
@@ -420,12 +425,6 @@ Status Spool::move_into_corrupt(int from_fd, const std::string& from, const std:
   return Error::temporary(EX_CANTCREAT, "4.3.0", "corrupt/ has no free name");
 }
 
-namespace {
-bool is_plain_name(const std::string& name) {
-  return !name.empty() && name.find('/') == std::string::npos && name != "." && name != "..";
-}
-}  // namespace
-
 Status Spool::move_to_corrupt(std::string_view name_view, std::string_view reason) {
   std::string name(name_view);
   if (!is_plain_name(name)) {
@@ -465,6 +464,17 @@ Result<UniqueFd> Spool::open_maildrop(std::string_view name_view) const {
                              "open maildrop/" + printable(name), errno);
   }
   return UniqueFd(fd);
+}
+
+Result<struct stat> Spool::stat_maildrop(std::string_view name_view) const {
+  std::string name(name_view);
+  if (!is_plain_name(name))
+    return Error::permanent(EX_SOFTWARE, "5.3.0", "bad maildrop name");
+  struct stat st {};
+  if (::fstatat(maildrop_fd_.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return Error::from_errno(EX_IOERR, "stat maildrop/" + printable(name), errno);
+  }
+  return st;
 }
 
 Status Spool::remove_maildrop(std::string_view name_view) {

@@ -45,6 +45,7 @@
 // the loop creates and removes files, since both only read the directory descriptors.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
 
@@ -125,6 +126,7 @@ class Spool {
   // "maildrop.NAME". open_maildrop's error for a name that is gone has exit code EX_NOINPUT.
   Result<std::vector<std::string>> list_maildrop() const;
   Result<UniqueFd> open_maildrop(std::string_view name) const;
+  Result<struct stat> stat_maildrop(std::string_view name) const;  // lstat, never followed
   Status remove_maildrop(std::string_view name);
   Status maildrop_to_corrupt(std::string_view name, std::string_view reason);
 

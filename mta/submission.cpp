@@ -6,6 +6,7 @@
 
 #include "libmail/address.h"
 #include "libmail/address_list.h"
+#include "libmail/ascii.h"
 #include "libmail/log.h"
 #include "libmail/rfc5322.h"
 
@@ -81,10 +82,9 @@ std::string format_from_value(std::string_view full_name, std::string_view addre
     const auto u = static_cast<unsigned char>(c);
     if (u >= 0x20 && u != 0x7F) name += c;
   }
-  while (!name.empty() && name.back() == ' ') name.pop_back();
-  name.erase(0, name.find_first_not_of(' ') == std::string::npos ? name.size()
-                                                                    : name.find_first_not_of(' '));
-  if (name.empty()) return std::string(address);
+  const std::size_t first = name.find_first_not_of(' ');
+  if (first == std::string::npos) return std::string(address);
+  name = name.substr(first, name.find_last_not_of(' ') - first + 1);
   if (is_atext_phrase(name)) return name + " <" + std::string(address) + ">";
   std::string quoted = "\"";
   for (const char c : name) {
@@ -133,7 +133,7 @@ Result<PreparedMessage> prepare_submission(std::string_view input, const SubmitR
   std::vector<const HeaderField*> recipients_from;
   // RFC 5322 3.6.6: Resent- fields mean the message is being resent, to their recipients.
   const bool resent = std::any_of(block.fields.begin(), block.fields.end(), [&](const HeaderField& f) {
-    return f.name.size() > 7 && header_name_equal(f.name.substr(0, 7), "Resent-") &&
+    return f.name.size() > 7 && ascii_istarts_with(f.name, "Resent-") &&
            static_cast<std::size_t>(f.name.data() - text.data()) < header_end;
   });
   bool has_from = false;
@@ -167,7 +167,7 @@ Result<PreparedMessage> prepare_submission(std::string_view input, const SubmitR
   for (const HeaderField* field : recipients_from) {
     const std::string value = unfold_value(field->raw_value);
     // "To: undisclosed-recipients:;" and empty fields name nobody, which is fine.
-    auto list = parse_address_list(value);
+    auto list = submission_addresses(value, request.hostname);
     if (!list) {
       return data_error("-t: the " + std::string(field->name) + ": field is not an address " +
                         "list: " + list.error().text());
@@ -183,8 +183,8 @@ Result<PreparedMessage> prepare_submission(std::string_view input, const SubmitR
                             "<" + request.message_id_local + "@" + request.hostname + ">");
   }
   std::string& out = result.text;
-  out.reserve(header.size() + 2 + text.size() - std::min(body_start, text.size()));
   out = std::move(header);
+  out.reserve(out.size() + 2 + text.size() - std::min(body_start, text.size()));
   out += "\r\n";  // also where a line that was no field cut the header short
   if (body_start < text.size()) out.append(text, body_start, std::string::npos);
   if (request.max_size != 0 && out.size() > request.max_size) {

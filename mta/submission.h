@@ -36,7 +36,7 @@ struct SubmitRequest {
   bool extract_recipients = false;  // -t
   std::string from_address;         // for an added From: (the envelope sender, or the user's)
   std::string full_name;            // -F, or the passwd entry's name; "" for none
-  std::string hostname;             // for Message-ID
+  std::string hostname;             // for Message-ID, and for -t names without a domain
   std::string message_id_local;     // unique on this host (the queue id)
   std::int64_t now = 0;             // for Date:, seconds since the epoch
   std::size_t max_size = 0;         // the message after these changes; 0: no limit
@@ -44,7 +44,7 @@ struct SubmitRequest {
 
 struct PreparedMessage {
   std::string text;                             // CRLF lines, header and body
-  std::vector<std::string> header_recipients;   // with -t; as written (may lack a domain)
+  std::vector<std::string> header_recipients;   // with -t; canonical, completed with hostname
   bool eight_bit = false;                       // any octet >= 0x80
 };
 

@@ -14,7 +14,7 @@
 #include "libmail/event_loop.h"
 #include "libmail/log.h"
 #include "libmail/tls.h"
-#include "mda/mailbox_check.h"
+#include "libmail/mailbox_check.h"
 #include "pop3d/authenticator.h"
 #include "pop3d/pop3_server.h"
 #include "pop3d/pop3d_config.h"
@@ -134,8 +134,8 @@ int check_setup(Pop3Settings settings) {
     }
     if (auto db = open_account_db(settings.mailbox); db) accounts = std::move(*db);
   }
-  problems += mda::print_findings(
-      mda::judge_mail_store(mda::gather_mail_store(settings.mailbox, accounts.get())));
+  problems += print_findings(
+      judge_mail_store(gather_mail_store(settings.mailbox, accounts.get())));
   if (problems == 0) std::printf("pop3d: configuration OK\n");
   return problems == 0 ? EX_OK : EX_CONFIG;
 }

@@ -16,6 +16,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 import unittest
 
 import harness
@@ -354,6 +355,23 @@ class CheckMode(SendmailTestCase):
             self.assertIn(what, out)
         self.assertEqual(out.count("problem:"), out.count("  fix:"))
         self.assertEqual(out.count("problem:"), 5, out)
+
+
+class StaleTemporaries(SendmailTestCase):
+    def test_a_dead_sendmail_s_file_goes_after_a_day_even_unreadable(self):
+        old = "t." + "a" * 32
+        fresh = "t." + "b" * 32
+        for name in (old, fresh):
+            path = os.path.join(self.mta.spool, "maildrop", name)
+            with open(path, "wb") as f:
+                f.write(b"half a message")
+            os.chown(path, self.pw.pw_uid, self.pw.pw_gid)
+            os.chmod(path, 0o600)  # as sendmail leaves it before its chmod
+        two_days_ago = time.time() - 2 * 86400
+        os.utime(os.path.join(self.mta.spool, "maildrop", old), (two_days_ago, two_days_ago))
+        self.run_queue()
+        self.assertEqual(self.dropped(), [fresh])
+        self.assertEqual(self.mta.names("corrupt"), [])
 
 
 class WithDaemon(SendmailTestCase):

@@ -1,11 +1,10 @@
-#include "mda/mailbox_check.h"
+#include "libmail/mailbox_check.h"
 
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
 
 using namespace mailwright;
-using namespace mailwright::mda;
 
 namespace {
 

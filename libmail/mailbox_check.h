@@ -2,7 +2,7 @@
 // mbox files and the mailboxes in it, or the fixed part of an absolute Maildir template.
 // mda writes these files and pop3d reads and rewrites them as their users, so a spool that
 // lets one user replace another's mailbox, or keeps recipients from making dotlocks, breaks
-// both; pop3d links this module so the two report the same problems in the same words.
+// both; both programs call this module, so they report the same problems in the same words.
 //
 // Split in two so that the judgement is testable without a file system and without root:
 // gather_mail_store() records what lstat(2) and the account database say, and
@@ -33,7 +33,7 @@
 #include "libmail/accounts.h"
 #include "libmail/mailbox_config.h"
 
-namespace mailwright::mda {
+namespace mailwright {
 
 struct Finding {
   bool problem = true;  // false: a note, which does not make the check fail
@@ -110,4 +110,4 @@ MailStoreFacts gather_mail_store(const MailboxSettings& settings, const AccountD
 // "problem: ...\n  fix: ...\n" or "note: ...\n" on standard output; returns the problems.
 int print_findings(const std::vector<Finding>& findings);
 
-}  // namespace mailwright::mda
+}  // namespace mailwright

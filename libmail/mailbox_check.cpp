@@ -1,4 +1,4 @@
-#include "mda/mailbox_check.h"
+#include "libmail/mailbox_check.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -16,7 +16,7 @@
 
 #include "libmail/log.h"
 
-namespace mailwright::mda {
+namespace mailwright {
 namespace {
 
 std::string octal(mode_t mode) {
@@ -387,4 +387,4 @@ int print_findings(const std::vector<Finding>& findings) {
   return problems;
 }
 
-}  // namespace mailwright::mda
+}  // namespace mailwright
